@@ -1,0 +1,159 @@
+"""Job and event schemas: the wire contract between bot, worker and CLI.
+
+Everything on Redis is JSON validated by these models on both sides (never pickle).
+Images never travel inside a job or event: they are stored as blobs (see
+`jobs.transport`) and referenced by key, so stream entries stay small.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+# Bounds that both the bot (before queueing) and the worker (before running) enforce.
+MAX_LABELS = 25
+MIN_LABELS = 2
+MAX_LABEL_CHARS = 100
+MAX_PROMPT_CHARS = 300
+MAX_QUERY_CHARS = 300
+MAX_TOP = 10
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Origin(_Model):
+    """Where a job came from, so results can be routed back. Opaque to the worker."""
+
+    source: Literal["discord", "cli", "bench", "test"] = "cli"
+    interaction_token: str | None = None  # valid 15 minutes only; long jobs use message_id
+    message_id: int | None = None  # the channel message the bot edits with progress
+    reroll_of: str | None = None  # job id this one re-rolls
+
+
+class _JobBase(_Model):
+    id: str = Field(default_factory=new_id, min_length=1, max_length=64)
+    user: int = 0  # Discord user id; 0 for local CLI
+    guild: int | None = None
+    channel: int | None = None
+    created: float = Field(default_factory=time.time)
+    origin: Origin = Field(default_factory=Origin)
+
+
+class ClassifyJob(_JobBase):
+    kind: Literal["classify"] = "classify"
+    image: str  # blob key
+    labels: list[Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]] = Field(
+        min_length=MIN_LABELS, max_length=MAX_LABELS
+    )
+
+
+class GalleryItem(_Model):
+    """One image of a server gallery: what /find returns."""
+
+    item_id: str = Field(min_length=1, max_length=128)  # e.g. "<message id>:<attachment index>"
+    image: str | None = None  # blob key of the pixels to embed (IndexJob only)
+    message_link: str | None = None
+    author: int | None = None
+    caption: str | None = Field(default=None, max_length=2000)
+    thumbnail_url: str | None = None
+
+
+class IndexJob(_JobBase):
+    kind: Literal["index"] = "index"
+    add: list[GalleryItem] = Field(default_factory=list, max_length=100)
+    delete: list[str] = Field(default_factory=list, max_length=1000)  # item ids
+
+
+class FindJob(_JobBase):
+    kind: Literal["find"] = "find"
+    query: str | None = Field(default=None, min_length=1, max_length=MAX_QUERY_CHARS)
+    image: str | None = None  # blob key: search by image instead of text
+    top: int = Field(default=5, ge=1, le=MAX_TOP)
+
+
+class ImagePrompt(_Model):
+    image: str  # blob key
+    weight: float = 1.0
+
+
+class ImagineJob(_JobBase):
+    kind: Literal["imagine"] = "imagine"
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)  # "a | b:0.5 | c:-1"
+    width: int = Field(default=0, ge=0, le=4096)  # 0 = worker default; worker rounds and bounds
+    height: int = Field(default=0, ge=0, le=4096)
+    steps: int = Field(default=0, ge=0, le=10_000)  # 0 = worker default; worker bounds
+    seed: int | None = Field(default=None, ge=0, lt=2**63)  # None = worker picks, always reported
+    init_image: str | None = None  # blob key
+    init_weight: float = Field(default=0.0, ge=0.0, le=100.0)
+    image_prompts: list[ImagePrompt] = Field(default_factory=list, max_length=4)
+
+
+Job = Annotated[Union[ClassifyJob, IndexJob, FindJob, ImagineJob], Field(discriminator="kind")]
+JOB_ADAPTER: TypeAdapter[Job] = TypeAdapter(Job)
+
+
+def parse_job(raw: str | bytes) -> Job:
+    """Validate a job from its JSON text. Raises pydantic.ValidationError."""
+    return JOB_ADAPTER.validate_json(raw)
+
+
+# ----------------------------------------------------------------------------- events
+
+
+class _EventBase(_Model):
+    job_id: str
+    seq: int = Field(ge=0)  # per job, strictly increasing; (job_id, seq) is applied once
+    at: float = Field(default_factory=time.time)
+
+
+class Queued(_EventBase):
+    type: Literal["queued"] = "queued"
+    position: int = 0  # jobs ahead of this one
+
+
+class Started(_EventBase):
+    type: Literal["started"] = "started"
+    worker: str
+    attempt: int = 1
+
+
+class Progress(_EventBase):
+    type: Literal["progress"] = "progress"
+    step: int
+    total: int
+    loss: float | None = None
+    preview: str | None = None  # blob key of a small PNG
+
+
+class Result(_EventBase):
+    type: Literal["result"] = "result"
+    data: dict[str, Any]  # kind-specific JSON (labels+scores, hits, seed/steps/clip_score...)
+    blobs: dict[str, str] = Field(default_factory=dict)  # name -> blob key ("png", "gif", ...)
+
+
+class Failed(_EventBase):
+    type: Literal["failed"] = "failed"
+    reason: str  # shown to the user: clear and actionable
+    dead_lettered: bool = False
+
+
+class Cancelled(_EventBase):
+    type: Literal["cancelled"] = "cancelled"
+    by: int | None = None
+
+
+Event = Annotated[Union[Queued, Started, Progress, Result, Failed, Cancelled], Field(discriminator="type")]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+FINAL_EVENTS = (Result, Failed, Cancelled)
+
+
+def parse_event(raw: str | bytes) -> Event:
+    return EVENT_ADAPTER.validate_json(raw)
