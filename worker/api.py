@@ -1,0 +1,61 @@
+"""The seam between the engines (CLIP, VQGAN+CLIP) and whatever runs them.
+
+Engines are plain synchronous code that takes a validated job and a `JobContext` and returns
+an `Outcome`. They never see Redis, Discord or the CLI. Two things run them:
+
+* the queue worker (`worker.loop`), whose context publishes Progress events to Redis and reads
+  the cancel flag there;
+* the local CLI without `--redis` (`worker.cli`), whose context draws a progress bar.
+
+A `Runner` is what the CLI talks to: in-process or through the queue, the same calls.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from jobs.schemas import Event, Job
+
+
+class JobError(Exception):
+    """A failure the user caused or can act on (bad image, bad prompt, over a limit).
+
+    Its message is shown to the user as is, so it must say what was wrong and what to do.
+    The job fails at once; it is not retried on another worker.
+    """
+
+
+class JobCancelled(Exception):
+    """Raised by an engine when `ctx.cancelled()` turned true between steps."""
+
+
+@dataclass
+class Outcome:
+    """What a finished job produced: JSON-able data and named binary blobs (PNG, GIF...)."""
+
+    data: dict[str, Any]
+    blobs: dict[str, bytes] = field(default_factory=dict)
+
+
+class JobContext(Protocol):
+    job: Job
+
+    def progress(
+        self, step: int, total: int, loss: float | None = None, preview_png: bytes | None = None
+    ) -> None:
+        """Report progress. Cheap to call every step: the context rate-limits what it sends."""
+
+    def cancelled(self) -> bool:
+        """True once someone asked to cancel this job. Engines check it between steps."""
+
+    def blob(self, key: str) -> bytes:
+        """Bytes of a blob the job references. Raises JobError if it expired or is missing."""
+
+
+class Runner(Protocol):
+    def put_blob(self, data: bytes) -> str:
+        """Store bytes the job will reference (an image to classify, an init image); returns its key."""
+
+    def run(self, job: Job, on_event: Callable[[Event], None] | None = None) -> Outcome:
+        """Run one job to its end. Raises JobError on Failed, JobCancelled on Cancelled."""
