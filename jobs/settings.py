@@ -1,0 +1,100 @@
+"""Every knob of clipbot, read from the environment (and `.env`), validated once at start.
+
+Well-known names keep their usual spelling (REDIS_URL, DISCORD_TOKEN, CLIP_MODEL, ...); every
+other knob is `CLIPBOT_<FIELD NAME>`. Adding a knob is one line: a field with a default and a
+`description` (the README's configuration table is generated from these, see `markdown_table`).
+
+    settings = load_settings()          # raises SettingsError naming the bad variable
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "CLIPBOT_"
+
+
+def _env(name: str):
+    """A field read from a well-known variable without the CLIPBOT_ prefix."""
+    return AliasChoices(name)
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_file=".env", extra="ignore", populate_by_name=True, validate_default=True
+    )
+
+    # --- well-known names (no prefix)
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"), description="Redis to use, e.g. `redis://redis:6379/0` or `unix:///path/redis.sock`. Unset: start an embedded Redis (AOF) persisting under DATA_DIR.")
+    discord_token: str | None = Field(None, validation_alias=_env("DISCORD_TOKEN"), description="Bot token; required by `python -m bot`.")
+    discord_api_base: str | None = Field(None, validation_alias=_env("DISCORD_API_BASE"), description="Discord REST base URL override (a proxy or a test server). Unset: Discord's.")
+    discord_gateway_url: str | None = Field(None, validation_alias=_env("DISCORD_GATEWAY_URL"), description="Discord gateway URL override. Unset: Discord's.")
+    clip_model: str = Field("models/clip-shapes", validation_alias=_env("CLIP_MODEL"), description="CLIP model directory (HF format) or hub id.")
+    vqgan_config: str = Field("models/vqgan-shapes/model.yaml", validation_alias=_env("VQGAN_CONFIG"), description="VQGAN model config (taming YAML).")
+    vqgan_checkpoint: str = Field("models/vqgan-shapes/last.ckpt", validation_alias=_env("VQGAN_CHECKPOINT"), description="VQGAN checkpoint.")
+    data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"), description="Where local state lives (the embedded Redis's AOF and socket).")
+
+    # --- queue and transport (CLIPBOT_*)
+    redis_prefix: str = Field("clipbot:", min_length=1, max_length=64, description="Prefix of every Redis key, so several deployments can share one Redis.")
+    user_max_jobs: int = Field(3, ge=1, le=1000, description="Jobs one user may have queued or running at once.")
+    visibility_timeout_s: float = Field(30.0, gt=0, le=3600, description="A claimed job whose worker sent no heartbeat for this long is reclaimed by another worker.")
+    heartbeat_s: float = Field(5.0, gt=0, le=600, description="How often a worker refreshes its claims and its registry entry. Must be well under the visibility timeout.")
+    max_deliveries: int = Field(3, ge=1, le=100, description="Deliveries of one job before it is dead-lettered and the user told it failed.")
+    blob_ttl_s: int = Field(86400, ge=10, description="Lifetime of stored images (uploads, previews, results) in seconds.")
+    blob_max_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest blob (image, GIF) accepted.")
+    events_maxlen: int = Field(100_000, ge=100, description="Approximate length the events stream is trimmed to.")
+    job_ttl_s: int = Field(7 * 86400, ge=60, description="How long a finished job's status stays queryable.")
+
+    # --- worker (CLIPBOT_*)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device for the engines: auto picks CUDA when available.")
+    worker_id: str | None = Field(None, max_length=64, description="Worker name in the registry. Unset: host-pid.")
+    handlers: str = Field("worker.handlers:build", description="`module:function` building the worker's job handlers (tests swap in fakes).")
+    progress_interval_s: float = Field(1.0, ge=0, description="Least time between two Progress events of one job.")
+    cancel_check_s: float = Field(0.25, ge=0, description="Least time between two cancel-flag reads of one job (cancel latency).")
+    shutdown_grace_s: float = Field(20.0, ge=0, description="On SIGTERM, how long a worker lets running jobs finish before releasing them to other workers.")
+
+    def env_name(self, field: str) -> str:
+        return env_name(field)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field`."""
+    info = Settings.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return PREFIX + field.upper()
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment and .env; `overrides` (field names) win. Clear errors."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = str(err["loc"][0]) if err["loc"] else "?"
+            name = env_name(loc) if loc in Settings.model_fields else loc
+            lines.append(f"{name}={err.get('input')!r}: {err['msg']}")
+        raise SettingsError("invalid configuration: " + "; ".join(lines)) from None
+
+
+def markdown_table() -> str:
+    """The README's configuration table, generated from the fields so the two never drift."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for field, info in Settings.model_fields.items():
+        default = info.default
+        shown = "unset" if default is None else f"`{default}`"
+        rows.append(f"| `{env_name(field)}` | {shown} | {info.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m jobs.settings  -> prints the README table
+    print(markdown_table())
