@@ -1,0 +1,106 @@
+"""worker.clip.classify: label validation and prompt-ensembled zero-shot classification."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.test_clip_support import tiny_clip
+from worker.api import JobError
+from worker.clip.classify import DEFAULT_TEMPLATES, classify, label_embeddings, validate_labels
+
+
+# ----------------------------------------------------------------------------- validate_labels
+
+
+def test_labels_from_a_comma_string_are_cleaned_and_merged():
+    assert validate_labels(" red circle ,Blue   square,, red  CIRCLE, star ") == ["red circle", "Blue square", "star"]
+    assert validate_labels(["cat", "dog", "Cat", "DOG "]) == ["cat", "dog"]
+
+
+@pytest.mark.parametrize(
+    "labels,message",
+    [
+        ("cat", "at least 2 different labels"),
+        ("cat, Cat, CAT ", "got only 'cat'"),
+        (" , ,", "at least 2"),
+        ([f"label {i}" for i in range(26)], "Too many labels: 26"),
+        (["ok", "x" * 101], "101 characters"),
+    ],
+)
+def test_bad_label_sets_get_clear_messages(labels, message):
+    with pytest.raises(JobError, match=message):
+        validate_labels(labels)
+
+
+def test_label_bounds_inclusive():
+    assert len(validate_labels([f"label {i}" for i in range(25)])) == 25
+    assert validate_labels(["x" * 100, "y"])[0] == "x" * 100
+    # 26 raw labels that merge to 25 are fine: the limit is on distinct labels
+    assert len(validate_labels([f"label {i}" for i in range(25)] + ["LABEL 0"])) == 25
+
+
+# ----------------------------------------------------------------------------- classify
+
+
+def image(seed: int) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (48, 40, 3), dtype=np.uint8))
+
+
+def test_probabilities_sorted_sum_to_one_and_use_merged_labels():
+    clip = tiny_clip()
+    labels = "red circle, blue square, green star, Red Circle, yellow triangle"
+    for seed in range(3):
+        result = classify(clip, image(seed), labels)
+        assert [lab for lab, _ in result] and sorted(lab for lab, _ in result) == sorted(
+            ["red circle", "blue square", "green star", "yellow triangle"]
+        )
+        probs = [p for _, p in result]
+        assert probs == sorted(probs, reverse=True)
+        assert math.isclose(sum(probs), 1.0, abs_tol=1e-9)
+        assert all(0 < p < 1 for p in probs)
+
+
+def test_matches_an_independent_computation_of_the_ensemble():
+    """Recompute the CLIP-paper recipe by hand from raw model outputs (no cache, no helper)."""
+    clip = tiny_clip()
+    labels = ["red circle", "blue square", "green star"]
+    templates = ("a photo of a {}.", "a drawing of a {}.", "{}")
+    img = image(7)
+    got = dict(classify(clip, img, labels, templates))
+
+    with torch.no_grad():
+        rows = []
+        for label in labels:
+            tok = clip.tokenizer([t.format(label) for t in templates], padding=True, return_tensors="pt")
+            e = clip.model.get_text_features(**tok).pooler_output
+            e = e / e.norm(dim=-1, keepdim=True)
+            m = e.mean(0)
+            rows.append(m / m.norm())
+        text = torch.stack(rows)
+        px = clip.image_processor(images=[img], return_tensors="pt")["pixel_values"]
+        im = clip.model.get_image_features(pixel_values=px).pooler_output
+        im = im / im.norm(dim=-1, keepdim=True)
+        want = (clip.model.logit_scale.exp() * im @ text.T).softmax(-1)[0]
+    for label, p in zip(labels, want.tolist()):
+        assert got[label] == pytest.approx(p, abs=1e-5)
+
+
+def test_ensemble_differs_from_a_single_template():
+    clip = tiny_clip()
+    labels = ["red circle", "blue square"]
+    one = label_embeddings(clip, labels, ("a photo of a {}.",))
+    many = label_embeddings(clip, labels, DEFAULT_TEMPLATES)
+    assert torch.allclose(one, clip.embed_texts(["a photo of a red circle.", "a photo of a blue square."]))
+    assert not torch.allclose(one, many)
+    assert torch.allclose(many.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_braces_in_labels_and_bad_templates():
+    clip = tiny_clip()
+    assert len(classify(clip, image(0), ["{0}", "{}{}"])) == 2
+    with pytest.raises(ValueError, match="needs a"):
+        classify(clip, image(0), ["a", "b"], templates=("no slot here",))

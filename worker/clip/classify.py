@@ -1,0 +1,90 @@
+"""Zero-shot classification with prompt ensembling, as in the CLIP paper (Radford et al. 2021, sec. 3.1.4).
+
+Each label is put into several templates ("a photo of a {}.", "a drawing of a {}."...); the
+normalised text embeddings are averaged over templates and renormalised, giving one classifier
+vector per label. The image's cosine similarity to each, times the model's logit scale, is
+softmaxed into probabilities.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import torch
+from PIL import Image
+
+from jobs.schemas import MAX_LABEL_CHARS, MAX_LABELS, MIN_LABELS
+from worker.api import JobError
+from worker.clip.model import Clip
+
+# Art channels post photos, drawings, paintings and renders: templates that cover those, plus the
+# bare label (what the shipped shapes model was mostly trained on). Override per worker in settings.
+DEFAULT_TEMPLATES: tuple[str, ...] = (
+    "{}.",
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "a close-up photo of the {}.",
+    "a drawing of a {}.",
+    "a painting of the {}.",
+    "an illustration of a {}.",
+    "art of the {}.",
+)
+
+
+def validate_labels(labels: str | Iterable[str]) -> list[str]:
+    """Clean user labels: a comma-separated string or a list -> 2..25 distinct labels of 1..100 chars.
+
+    Whitespace is collapsed, empty entries dropped, duplicates merged case-insensitively (the first
+    spelling is kept). Raises JobError with a message meant for the user. The bot calls this before
+    queueing, the worker again before running.
+    """
+    if isinstance(labels, str):
+        labels = labels.split(",")
+    seen: dict[str, str] = {}
+    for raw in labels:
+        label = re.sub(r"\s+", " ", str(raw)).strip()
+        if not label:
+            continue
+        if len(label) > MAX_LABEL_CHARS:
+            raise JobError(
+                f"The label {label[:40]!r}... is {len(label)} characters long; each label can have at most "
+                f"{MAX_LABEL_CHARS}."
+            )
+        seen.setdefault(label.casefold(), label)
+    cleaned = list(seen.values())
+    if len(cleaned) < MIN_LABELS:
+        got = f" (got only {cleaned[0]!r})" if cleaned else ""
+        raise JobError(
+            f"Give at least {MIN_LABELS} different labels, separated by commas{got}: "
+            "e.g. \"cat, dog, bird\"."
+        )
+    if len(cleaned) > MAX_LABELS:
+        raise JobError(f"Too many labels: {len(cleaned)} different ones; the limit is {MAX_LABELS}.")
+    return cleaned
+
+
+def validate_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    templates = tuple(templates)
+    if not templates or any("{}" not in t for t in templates):
+        raise ValueError(f"every prompt template needs a '{{}}' where the label goes: {templates!r}")
+    return templates
+
+
+def label_embeddings(clip: Clip, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
+    """[L, D] one unit vector per label: the renormalised mean of its template embeddings."""
+    templates = validate_templates(templates)
+    # replace, not format: a label may contain braces
+    prompts = [t.replace("{}", label) for label in labels for t in templates]
+    emb = clip.embed_texts(prompts).view(len(labels), len(templates), -1)
+    return torch.nn.functional.normalize(emb.mean(dim=1), dim=-1)
+
+
+def classify(
+    clip: Clip, image: Image.Image, labels: str | Iterable[str], templates: Sequence[str] = DEFAULT_TEMPLATES
+) -> list[tuple[str, float]]:
+    """[(label, probability)] best first; probabilities sum to 1."""
+    labels = validate_labels(labels)
+    image_emb = clip.embed_images([image])  # [1, D]
+    logits = clip.logit_scale * (image_emb @ label_embeddings(clip, labels, templates).T)[0]
+    probs = logits.double().softmax(dim=0).tolist()
+    return sorted(zip(labels, probs), key=lambda lp: lp[1], reverse=True)
