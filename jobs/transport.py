@@ -83,7 +83,11 @@ class Delivery:
     job: Job
     token: str
     attempt: int
-    cancel_requested: bool = False
+    cancel: str = ""  # '' or 'by:<user id>' when a cancel was asked before it started
+
+    @property
+    def cancel_requested(self) -> bool:
+        return bool(self.cancel)
 
 
 @dataclass(frozen=True)
@@ -264,7 +268,7 @@ return false
 """
 
 
-def _cancel_by(flag: str) -> int | None:
+def cancel_by(flag: str) -> int | None:
     """The user id in a cancel flag ('by:<id>' or 'by:')."""
     v = flag.removeprefix("by:")
     return int(v) if v.lstrip("-").isdigit() else None
@@ -541,7 +545,7 @@ class Queue:
                       self.events_maxlen, self.job_ttl_s],
             )
             if _s(res[0]) == "ok":
-                out.append(Delivery(lane, entry_id, job, _s(res[1]), int(res[2]), bool(_s(res[3]))))
+                out.append(Delivery(lane, entry_id, job, _s(res[1]), int(res[2]), _s(res[3])))
             elif _s(res[0]) == "dead":
                 log.warning("job %s dead-lettered: %s", job.id, _s(res[1]))
         return out

@@ -41,3 +41,75 @@ def fast_queue_params() -> dict:
 @pytest.fixture
 async def queue(redis_client, fast_queue_params) -> Queue:
     return Queue(redis_client, **fast_queue_params)
+
+
+# --------------------------------------------------------------------------- workers
+
+@pytest.fixture
+def worker_env(redis_url) -> dict:
+    """Environment for `python -m worker` subprocesses running the test-only fake engines."""
+    return {
+        "REDIS_URL": redis_url,
+        "CLIPBOT_HANDLERS": "tests.worker_fakes:build",
+        "CLIPBOT_VISIBILITY_TIMEOUT_S": "1.5",
+        "CLIPBOT_HEARTBEAT_S": "0.3",
+        "CLIPBOT_MAX_DELIVERIES": "3",
+        "CLIPBOT_PROGRESS_INTERVAL_S": "0.1",
+        "CLIPBOT_SHUTDOWN_GRACE_S": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture
+def worker_procs():
+    """Start `python -m worker` subprocesses (fake engines); all are killed at teardown."""
+    import subprocess
+
+    from worker.loop import spawn_worker
+
+    procs = []
+
+    def start(redis_url: str, env: dict | None = None, worker_id: str | None = None):
+        e = dict(env or {})
+        if worker_id:
+            e["CLIPBOT_WORKER_ID"] = worker_id
+        p = spawn_worker(redis_url, e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        if p.stderr:
+            p.stderr.close()
+
+
+@pytest.fixture
+async def inproc_worker(queue):
+    """Run a `Worker` with the fake engines inside the test's event loop."""
+    import asyncio
+
+    from tests import worker_fakes
+    from worker.loop import Worker
+
+    started = []
+
+    async def start(setup=None, **kw):
+        kw.setdefault("heartbeat_s", 0.3)
+        kw.setdefault("progress_interval_s", 0.05)
+        kw.setdefault("block_ms", 200)
+        w = Worker(queue, setup or worker_fakes.build(None), **kw)
+        task = asyncio.create_task(w.run())
+        started.append((w, task))
+        return w
+
+    yield start
+    for w, task in started:
+        w.request_stop()
+        w.request_stop()
+        try:
+            await asyncio.wait_for(task, 10)
+        except Exception:
+            task.cancel()

@@ -1,0 +1,7 @@
+"""`python -m worker`: see worker/cli.py."""
+import sys
+
+from worker.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

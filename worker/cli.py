@@ -1,0 +1,221 @@
+"""`python -m worker [classify|find|imagine] ...`: the local command line and the queue worker.
+
+The subcommand bodies live with their engines (`worker.clip.cli`, `worker.imagine.cli`): each
+module gives `add_<name>_arguments(parser)` and `<name>_main(args, runner) -> int | None`.
+Only the chosen subcommand's module is imported, so one missing engine never breaks another.
+With `--redis URL` the job goes through the queue to the workers behind that Redis; without it,
+it runs in this process. No subcommand: run the queue worker.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+
+from jobs.settings import SettingsError, load_settings
+
+# name -> (module, add-arguments function, main function, help)
+SUBCOMMANDS = {
+    "classify": ("worker.clip.cli", "add_classify_arguments", "classify_main",
+                 "zero-shot classify images against comma-separated labels"),
+    "find": ("worker.clip.cli", "add_find_arguments", "find_main",
+             "find the images in a folder that best match a text query"),
+    "imagine": ("worker.imagine.cli", "add_imagine_arguments", "imagine_main",
+                "generate an image from a prompt with VQGAN+CLIP"),
+}
+
+
+def _common(p: argparse.ArgumentParser, suppress: bool) -> None:
+    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    p.add_argument("--json", action="store_true", default=d(False),
+                   help="print machine-readable JSON on stdout and nothing else")
+    p.add_argument("--redis", metavar="URL", default=d(None),
+                   help="run through the queue on this Redis (default for the worker: REDIS_URL, else embedded)")
+    p.add_argument("--clip-model", metavar="PATH_OR_HUB_ID", default=d(None), help="CLIP model (env CLIP_MODEL)")
+    p.add_argument("--vqgan-config", metavar="YAML", default=d(None), help="VQGAN config (env VQGAN_CONFIG)")
+    p.add_argument("--vqgan-checkpoint", metavar="CKPT", default=d(None), help="VQGAN checkpoint (env VQGAN_CHECKPOINT)")
+    p.add_argument("-v", "--verbose", action="store_true", default=d(False), help="debug logging on stderr")
+
+
+def _load_subcommand(name: str):
+    """The subcommand's module, or the reason it is unavailable."""
+    mod_name, add_fn, main_fn, _ = SUBCOMMANDS[name]
+    try:
+        mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        if e.name and mod_name.startswith(e.name):
+            return None, f"{mod_name} is not part of this build yet"
+        raise
+    if not hasattr(mod, add_fn) or not hasattr(mod, main_fn):
+        return None, f"{mod_name} does not provide {add_fn}/{main_fn}"
+    return mod, None
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m worker",
+        description="clipbot worker: run CLIP and VQGAN+CLIP jobs locally, or (no subcommand) serve the Redis queue.",
+    )
+    _common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="{classify,find,imagine}")
+    chosen = next((a for a in argv if a in SUBCOMMANDS), None)
+    for name, (mod_name, add_fn, main_fn, help_) in SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        _common(sp, suppress=True)
+        if name != chosen:
+            continue
+        mod, why = _load_subcommand(name)
+        if mod is None:
+            sp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            sp.set_defaults(_unavailable=why)
+        else:
+            getattr(mod, add_fn)(sp)
+            sp.set_defaults(_main=getattr(mod, main_fn))
+    return parser
+
+
+class ProgressBar:
+    """A progress bar on stderr (tqdm) fed from job events."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = None
+
+    def __call__(self, ev) -> None:
+        from tqdm import tqdm
+
+        if ev.type == "queued" and ev.position:
+            print(f"{self.label}: queued, {ev.position} job(s) ahead", file=sys.stderr)
+        elif ev.type == "started" and getattr(ev, "attempt", 1) > 1:
+            print(f"{self.label}: retrying on {ev.worker} (attempt {ev.attempt})", file=sys.stderr)
+        elif ev.type == "progress":
+            if self.bar is None:
+                self.bar = tqdm(total=ev.total, desc=self.label, file=sys.stderr, unit="step", leave=False)
+            self.bar.total = ev.total
+            self.bar.n = ev.step
+            if ev.loss is not None:
+                self.bar.set_postfix(loss=f"{ev.loss:.4f}", refresh=False)
+            self.bar.refresh()
+        elif ev.type in ("result", "failed", "cancelled") and self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class _WithProgress:
+    """Wraps a Runner so every run draws a progress bar (the engines' CLIs need not)."""
+
+    def __init__(self, runner, label: str):
+        self.runner = runner
+        self.label = label
+
+    def put_blob(self, data: bytes) -> str:
+        return self.runner.put_blob(data)
+
+    def run(self, job, on_event=None):
+        bar = ProgressBar(self.label)
+
+        def both(ev):
+            bar(ev)
+            if on_event is not None:
+                on_event(ev)
+
+        try:
+            return self.runner.run(job, both)
+        finally:
+            if bar.bar is not None:
+                bar.bar.close()
+
+    def __getattr__(self, name):
+        return getattr(self.runner, name)
+
+
+def _settings(args):
+    overrides = {k: v for k, v in {
+        "clip_model": args.clip_model, "vqgan_config": args.vqgan_config,
+        "vqgan_checkpoint": args.vqgan_checkpoint,
+    }.items() if v is not None}
+    return load_settings(**overrides)
+
+
+def make_runner(args, settings):
+    from worker.loop import load_setup
+    from worker.runner import LocalRunner, RedisRunner
+
+    if args.redis:
+        if args.clip_model or args.vqgan_config or args.vqgan_checkpoint:
+            print("warning: model options are ignored with --redis: the workers use their own models",
+                  file=sys.stderr)
+        runner = RedisRunner(args.redis, settings)
+    else:
+        runner = LocalRunner(lambda: load_setup(settings.handlers, settings))
+    return runner if args.json else _WithProgress(runner, args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from worker.api import JobCancelled, JobError
+
+    try:
+        settings = _settings(args)
+    except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.command is None:
+        return run_queue_worker(args, settings)
+    if getattr(args, "_unavailable", None):
+        print(f"error: `python -m worker {args.command}` is not available: {args._unavailable}", file=sys.stderr)
+        return 2
+    try:
+        rc = args._main(args, make_runner(args, settings))
+    except JobError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (JobCancelled, KeyboardInterrupt):
+        print("cancelled", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+def run_queue_worker(args, settings) -> int:
+    from jobs.embedded import resolve_redis_url
+    from jobs.transport import queue_from_url
+    from worker.loop import load_setup, worker_from_settings
+
+    if args.redis:
+        settings = settings.model_copy(update={"redis_url": args.redis})
+    url, owned = resolve_redis_url(settings)
+    log = logging.getLogger("worker")
+    try:
+        setup = load_setup(settings.handlers, settings)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    async def serve() -> None:
+        queue = queue_from_url(url, settings)
+        worker = worker_from_settings(queue, setup, settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.request_stop)
+        log.info("worker %s serving %s on %s (lanes: %s)", worker.id, ", ".join(sorted(setup.handlers)) or "imagine",
+                 url, ", ".join(setup.lanes()))
+        try:
+            await worker.run()
+        finally:
+            await queue.redis.aclose()
+
+    try:
+        asyncio.run(serve())
+    finally:
+        if setup.close is not None:
+            setup.close()
+        if owned is not None:
+            owned.stop()
+    return 0
