@@ -1,4 +1,4 @@
 """The CLIP engine: model loading and embedding, zero-shot classification, server galleries and /find."""
-from worker.clip.model import Clip, ClipLoadError, load_clip
+from worker.clip.model import Clip, ClipLoadError, get_clip, load_clip
 
-__all__ = ["Clip", "ClipLoadError", "load_clip"]
+__all__ = ["Clip", "ClipLoadError", "get_clip", "load_clip"]

@@ -222,6 +222,13 @@ class Gallery:
     def delete(self, guild: int, item_ids: list[str]) -> int:
         return self.update(guild, delete=item_ids)[1]
 
+    def existing(self, guild: int, item_ids: list[str]) -> set[str]:
+        """Which of `item_ids` are in the gallery (one round trip)."""
+        pipe = self.r.pipeline(transaction=False)
+        for item_id in item_ids:
+            pipe.hexists(self.key(guild, "emb"), item_id)
+        return {i for i, there in zip(item_ids, pipe.execute()) if there}
+
     def count(self, guild: int) -> int:
         return int(self.r.hlen(self.key(guild, "emb")))
 

@@ -90,6 +90,20 @@ def load_clip(name_or_path: str | os.PathLike, device: str | torch.device | None
     return Clip(model, processor, device=device, dtype=dtype, name=name)
 
 
+_shared: dict[tuple[str, str, str], Clip] = {}
+_shared_lock = threading.Lock()
+
+
+def get_clip(name_or_path: str | os.PathLike, device: str | torch.device | None = None,
+             dtype: torch.dtype | None = None) -> Clip:
+    """`load_clip`, but once per process: the CLIP and VQGAN+CLIP engines of one worker share the model."""
+    key = (str(name_or_path), str(device or ""), str(dtype or ""))
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = load_clip(name_or_path, device, dtype)
+        return _shared[key]
+
+
 class Clip:
     """A loaded CLIP: model, tokenizer, image processor and the embedding calls every engine uses."""
 
