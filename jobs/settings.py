@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "CLIPBOT_"
@@ -58,10 +58,17 @@ class Settings(BaseSettings):
     handlers: str = Field("worker.handlers:build", description="`module:function` building the worker's job handlers (tests swap in fakes).")
     progress_interval_s: float = Field(1.0, ge=0, description="Least time between two Progress events of one job.")
     cancel_check_s: float = Field(0.25, ge=0, description="Least time between two cancel-flag reads of one job (cancel latency).")
+    heartbeat_file: Path | None = Field(None, description="If set, the worker touches this file after every successful heartbeat (container healthcheck).")
     shutdown_grace_s: float = Field(20.0, ge=0, description="On SIGTERM, how long a worker lets running jobs finish before releasing them to other workers.")
 
-    def env_name(self, field: str) -> str:
-        return env_name(field)
+    @model_validator(mode="after")
+    def _heartbeat_under_visibility(self) -> "Settings":
+        if self.heartbeat_s * 2 > self.visibility_timeout_s:
+            raise ValueError(
+                f"CLIPBOT_HEARTBEAT_S ({self.heartbeat_s}) must be at most half of "
+                f"CLIPBOT_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}), or live jobs get stolen"
+            )
+        return self
 
 
 def env_name(field: str) -> str:
@@ -80,7 +87,10 @@ def load_settings(**overrides) -> Settings:
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            loc = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a rule across fields: its message names the variables
+                lines.append(err["msg"].removeprefix("Value error, "))
+                continue
+            loc = str(err["loc"][0])
             name = env_name(loc) if loc in Settings.model_fields else loc
             lines.append(f"{name}={err.get('input')!r}: {err['msg']}")
         raise SettingsError("invalid configuration: " + "; ".join(lines)) from None

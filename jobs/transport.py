@@ -59,7 +59,7 @@ def lane_of(kind: str) -> str:
 
 
 def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
 
 
 class BlobTooLarge(ValueError):

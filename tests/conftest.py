@@ -61,8 +61,9 @@ def worker_env(redis_url) -> dict:
 
 
 @pytest.fixture
-def worker_procs():
-    """Start `python -m worker` subprocesses (fake engines); all are killed at teardown."""
+def worker_procs(tmp_path):
+    """Start `python -m worker` subprocesses (fake engines); all are killed at teardown.
+    Each one's log (stderr) goes to `proc.log_path`."""
     import subprocess
 
     from worker.loop import spawn_worker
@@ -73,7 +74,10 @@ def worker_procs():
         e = dict(env or {})
         if worker_id:
             e["CLIPBOT_WORKER_ID"] = worker_id
-        p = spawn_worker(redis_url, e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log_path = tmp_path / f"worker-{len(procs)}.log"
+        with open(log_path, "wb") as log:
+            p = spawn_worker(redis_url, e, stdout=subprocess.DEVNULL, stderr=log)
+        p.log_path = log_path
         procs.append(p)
         return p
 
@@ -82,8 +86,6 @@ def worker_procs():
         if p.poll() is None:
             p.kill()
         p.wait()
-        if p.stderr:
-            p.stderr.close()
 
 
 @pytest.fixture

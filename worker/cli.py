@@ -190,13 +190,20 @@ def run_queue_worker(args, settings) -> int:
 
     if args.redis:
         settings = settings.model_copy(update={"redis_url": args.redis})
-    url, owned = resolve_redis_url(settings)
     log = logging.getLogger("worker")
+    url, owned = resolve_redis_url(settings)
+    settings = settings.model_copy(update={"redis_url": url})  # engines that use Redis join the same one
     try:
         setup = load_setup(settings.handlers, settings)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
+        if owned is not None:
+            owned.stop()
         return 2
+    except BaseException:
+        if owned is not None:
+            owned.stop()
+        raise
 
     async def serve() -> None:
         queue = queue_from_url(url, settings)

@@ -115,6 +115,7 @@ class Worker:
         cancel_check_s: float = 0.25,
         shutdown_grace_s: float = 20.0,
         block_ms: int = 1000,
+        heartbeat_file: str | os.PathLike | None = None,
     ):
         self.queue = queue
         self.setup = setup
@@ -124,6 +125,7 @@ class Worker:
         self.cancel_check_s = cancel_check_s
         self.shutdown_grace_s = shutdown_grace_s
         self.block_ms = block_ms
+        self.heartbeat_file = heartbeat_file
         self.running: dict[str, _Running] = {}
         self.stopping = asyncio.Event()
         self.hard_stop = threading.Event()  # read by engine threads through ctx.cancelled()
@@ -336,6 +338,9 @@ class Worker:
                         if flag:
                             r.ctx.cancel_flag = flag
                 await self._register()
+                if self.heartbeat_file:
+                    with open(self.heartbeat_file, "a"):
+                        os.utime(self.heartbeat_file)
             except _REDIS_DOWN as e:
                 log.warning("heartbeat failed: %s", e)
             except Exception:  # noqa: BLE001 - the heartbeat must never die
@@ -347,7 +352,7 @@ def worker_from_settings(queue: Queue, setup: WorkerSetup, settings) -> Worker:
     return Worker(
         queue, setup, worker_id=settings.worker_id, heartbeat_s=settings.heartbeat_s,
         progress_interval_s=settings.progress_interval_s, cancel_check_s=settings.cancel_check_s,
-        shutdown_grace_s=settings.shutdown_grace_s,
+        shutdown_grace_s=settings.shutdown_grace_s, heartbeat_file=settings.heartbeat_file,
     )
 
 

@@ -1,0 +1,41 @@
+# clipbot — make install | test | run   (later: demo, models, bench)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.clipbot-installed
+TORCH := torch==2.13.0
+TAMING := taming-transformers-rom1504==0.0.6
+
+.PHONY: install test run worker
+.DEFAULT_GOAL := test
+
+install: $(STAMP)
+
+# Re-run only when the dependencies change (pyproject.toml) or the venv is new.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# torch first, pinned: a CUDA build where a CUDA GPU answers (nvidia-smi), else the CPU build
+	@# (a local CPU wheel configured for pip is taken as is; the CUDA build is ~5 GB)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		echo "CUDA GPU found: installing the CUDA build of $(TORCH)"; \
+		if ! $(PY) -c 'import torch,sys; sys.exit(torch.version.cuda is None)' 2>/dev/null; then \
+			PIP_FIND_LINKS= $(PIP) install --force-reinstall "$(TORCH)"; fi; \
+	else \
+		echo "no CUDA GPU: installing the CPU build of $(TORCH)"; \
+		$(PIP) install "$(TORCH)"; \
+	fi
+	$(PIP) install -e '.[dev]'
+	@# taming's own requirements pin ancient packages; worker/vqgan_compat.py stands in for them
+	$(PIP) install --no-deps $(TAMING)
+	@touch $(STAMP)
+
+test: install
+	$(PY) -m pytest tests/ -q
+
+run: install
+	$(PY) -m bot
+
+worker: install
+	$(PY) -m worker
