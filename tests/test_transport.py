@@ -260,3 +260,30 @@ async def test_bot_consumer_down_then_back_none_twice(queue, inproc_worker, redi
     assert sum(1 for e in all_events if e.type == "result") == 5
     pending = await redis_client.xpending(queue.events_key, "bot")
     assert pending["pending"] == 0
+
+
+async def test_reclaim_after_visibility_timeout_then_dead_letter(redis_client):
+    from jobs.schemas import Result
+
+    q = Queue(redis_client, visibility_timeout_s=0.05, max_deliveries=3)
+    job = FindJob(query="x", user=1)
+    await q.submit(job)
+    (first,) = await q.take(FAST, "dies-1", 1, None)
+    assert await q.reclaim(FAST, "w2", 5) == []  # not idle long enough yet
+    await asyncio.sleep(0.1)
+    (second,) = await q.reclaim(FAST, "dies-2", 5)
+    assert (second.attempt, second.job.id) == (2, job.id)
+    # the first worker, back from the dead, can no longer speak for the job
+    assert await q.finish(first, Result(job_id=job.id, seq=0, data={})) is None
+    assert (await q.heartbeat("dies-1", [first]))[job.id][0] is False
+    await asyncio.sleep(0.1)
+    (third,) = await q.reclaim(FAST, "dies-3", 5)
+    assert third.attempt == 3
+    await asyncio.sleep(0.1)
+    assert await q.reclaim(FAST, "w4", 5) == []  # fourth delivery: dead-lettered instead
+    final, events = await final_event(q, job.id)
+    assert final.type == "failed" and final.dead_lettered and "failed 3 times" in final.reason
+    assert [e.type for e in events] == ["queued", "started", "started", "started", "failed"]
+    assert (await q.status(job.id)).state == "dead"
+    assert await q.user_jobs(1) == []
+    assert (await q.redis.xpending(q.stream_key(FAST), "workers"))["pending"] == 0

@@ -151,7 +151,7 @@ class Worker:
         lanes = self.setup.lanes()
         if not lanes:
             raise RuntimeError("this worker has no handlers: nothing to serve")
-        await self._register()
+        await self._retry(self._register)
         tasks = []
         for lane in lanes:
             if lane == IMAGINE and self.setup.imagine_engine is not None:
@@ -199,6 +199,10 @@ class Worker:
                 backoff = 0.1
             except _REDIS_DOWN as e:
                 log.warning("lane %s: redis unavailable (%s); retrying in %.1fs", lane, e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:  # noqa: BLE001 - a bug must not stop the other jobs; the job is reclaimed
+                log.exception("lane %s: unexpected error; retrying in %.1fs", lane, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
