@@ -1,0 +1,454 @@
+"""VQGAN+CLIP: optimise a VQGAN latent so that CLIP sees the prompts in the decoded image.
+
+The loop follows Katherine Crowson's notebook (as in nerdyrodent/VQGAN-CLIP and pixray):
+a latent of random codebook entries (or an encoded init image), straight-through vector
+quantisation, decode, many random cutouts with augmentations, CLIP image embeddings, a squared
+spherical distance to each prompt's embedding times its weight, Adam, and the latent clamped to
+the codebook's range after each step.
+
+`ImagineEngine` runs up to K jobs of the same size as one batch. Each job has its own latent,
+Adam state, seed and torch.Generator, prompts and step count; jobs join and leave between steps.
+Every op in the batched step is per-sample (convs, GroupNorm, per-image attention, CLIP, grid
+sampling, per-job sums), so a job's result does not depend on its batch-mates beyond
+floating-point noise from different kernel shapes (tested: PSNR >= 40 dB against a solo run).
+
+Size policy: the batch takes the size of the oldest waiting job when it is empty; jobs are
+admitted strictly first-come first-served, so a job of another size waits until the current
+batch drains and then starts the next batch (it waits at most the remaining steps of the jobs
+ahead of it, and is never overtaken by later jobs of the running size).
+
+Reproducibility: on the CPU the same job (prompt, seed, size, steps, options) and the same
+config give a bit-identical PNG, whether run alone or (up to float noise) batched. On a GPU,
+grid_sample's backward uses atomic adds, so runs with the same seed look alike but are not
+bit-identical unless torch.use_deterministic_algorithms(True) is set (slower).
+"""
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from pydantic import ValidationError
+from torch import Tensor
+
+from jobs.schemas import ImagineJob
+from worker.api import JobCancelled, JobContext, JobError, Outcome
+from worker.images import decode_image, encode_png
+from worker.imagine import media
+from worker.imagine.prompts import MAX_WEIGHT, parse_prompts
+from worker.imagine.vqgan import VQGAN
+
+
+@dataclass
+class ImagineConfig:
+    # Defaults suit the shipped small models (64 px CLIP, factor-4 VQGAN); see the README.
+    width: int = 128
+    height: int = 128
+    steps: int = 100
+    max_steps: int = 500
+    max_pixels: int = 256 * 256  # pixel budget per image: bounds memory and time per step
+    min_side: int = 32
+    cutouts: int = 32
+    cut_min_size: float = 0.3  # smallest cutout side, as a fraction of the image's shorter side
+    cut_pow: float = 1.0  # >1 favours small cutouts (detail), <1 large ones (composition)
+    cut_supersample: int = 2  # sample cutouts at 2x and average down: cheap anti-aliasing
+    flip: float = 0.5  # probability of a horizontal flip per cutout
+    rotate_degrees: float = 10.0
+    scale_jitter: float = 0.1
+    translate: float = 0.05  # fraction of the cutout
+    noise: float = 0.1  # per-cutout Gaussian noise, std drawn uniformly in [0, noise]
+    lr: float = 0.1
+    preview_every: int = 10
+    preview_size: int = 128
+    gif_frames: int = 50
+    gif_size: int = 256
+    gif_frame_ms: int = 80
+    gif_max_bytes: int = 10 * 1024 * 1024
+    time_budget_s: float = 600.0
+    batch_size: int = 4
+
+
+class _ClampWithGrad(torch.autograd.Function):
+    """Clamp in the forward pass; in the backward pass let gradients through unless they push
+    further out of range (Crowson), so saturated pixels can still be pulled back."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, lo: float, hi: float) -> Tensor:
+        ctx.lo, ctx.hi = lo, hi
+        ctx.save_for_backward(x)
+        return x.clamp(lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        return grad * (grad * (x - x.clamp(ctx.lo, ctx.hi)) >= 0), None, None
+
+
+def spherical_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Squared great-circle distance between unit vectors (broadcasting over leading dims)."""
+    return (a - b).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
+
+
+@dataclass
+class _Run:
+    """One job's state inside the engine."""
+
+    job: ImagineJob
+    ctx: JobContext
+    width: int
+    height: int
+    steps: int
+    seed: int
+    prompt_text: str
+    targets: Tensor  # (P, D) unit CLIP embeddings: text prompts then image prompts
+    weights: Tensor  # (P,)
+    pos_targets: Tensor  # (Q, D) and (Q,): what clip_score measures against
+    pos_weights: Tensor
+    gen: torch.Generator
+    z: Tensor  # (1, C, h, w) leaf
+    z_init: Tensor | None
+    init_weight: float
+    opt: torch.optim.Optimizer
+    frame_every: int
+    step: int = 0
+    loss: float = math.nan
+    started: float = 0.0
+    frames: list[np.ndarray] = field(default_factory=list)
+
+
+class ImagineEngine:
+    """Runs up to `capacity` imagine jobs of one size together. Not thread-safe: one loop drives it.
+
+    The worker loop calls `add(job, ctx)` while `active < capacity`, then `step()` and
+    `pop_finished()` until `active` is 0. `add` raises JobError for bad input at once.
+    """
+
+    def __init__(self, clip, vqgan: VQGAN, config: ImagineConfig | None = None) -> None:
+        self.clip, self.vqgan = clip, vqgan
+        self.config = config or ImagineConfig()
+        self.device = vqgan.device
+        self.model_name = f"{vqgan.name}+{Path(str(getattr(clip, 'name', 'clip'))).name}"
+        clip.model.requires_grad_(False)  # we need gradients for pixels only
+        self._waiting: deque[_Run] = deque()
+        self._running: list[_Run] = []
+        self._finished: list[tuple[ImagineJob, Outcome | BaseException]] = []
+
+    # ------------------------------------------------------------------ the loop's API
+
+    @property
+    def capacity(self) -> int:
+        """How many jobs the engine holds at most (running + waiting)."""
+        return self.config.batch_size
+
+    @property
+    def active(self) -> int:
+        """Jobs held and not yet popped as finished (running + waiting)."""
+        return len(self._running) + len(self._waiting)
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(width, height) of the running batch, None when nothing runs."""
+        return (self._running[0].width, self._running[0].height) if self._running else None
+
+    def add(self, job: ImagineJob | Mapping[str, Any], ctx: JobContext) -> ImagineJob:
+        """Validate and prepare a job (prompts embedded, images decoded); it starts at a later step()."""
+        if self.active >= self.capacity:
+            raise RuntimeError(f"engine full ({self.capacity} jobs)")
+        job = as_job(job)
+        self._waiting.append(self._prepare(job, ctx))
+        return job
+
+    def step(self) -> None:
+        """One optimisation step for every running job (admitting waiting ones first)."""
+        self._drop_cancelled_waiting()
+        self._admit()
+        runs = []
+        for run in self._running:
+            try:
+                self._check(run)
+                runs.append(run)
+            except (JobError, JobCancelled) as e:
+                self._finish(run, e)
+        if not runs:
+            return
+        try:
+            self._optimise(runs)
+        except Exception as e:  # a batch-wide failure (e.g. out of memory) fails every job in it
+            for run in runs:
+                self._finish(run, e)
+            return
+        done = [r for r in runs if r.step >= r.steps]
+        if done:
+            self._complete(done)
+
+    def pop_finished(self) -> list[tuple[ImagineJob, Outcome | BaseException]]:
+        out, self._finished = self._finished, []
+        return out
+
+    # ------------------------------------------------------------------ validation
+
+    def resolve_size(self, width: int, height: int) -> tuple[int, int]:
+        cfg, f = self.config, self.vqgan.factor
+        w, h = width or cfg.width, height or cfg.height
+        w, h = (max(f, int(v / f + 0.5) * f) for v in (w, h))  # nearest multiple of the VQGAN's tile
+        if min(w, h) < cfg.min_side:
+            raise JobError(f"The size {w}x{h} is too small: each side must be at least {cfg.min_side} pixels.")
+        if w * h > cfg.max_pixels:
+            side = int(math.isqrt(cfg.max_pixels)) // f * f
+            raise JobError(
+                f"The size {w}x{h} is {w * h:,} pixels; this worker's limit is {cfg.max_pixels:,} "
+                f"(e.g. {side}x{side}). Ask for a smaller size."
+            )
+        return w, h
+
+    def resolve_steps(self, steps: int) -> int:
+        steps = steps or self.config.steps
+        if not 1 <= steps <= self.config.max_steps:
+            raise JobError(f"{steps} steps is too many: the limit is {self.config.max_steps}.")
+        return steps
+
+    def _prepare(self, job: ImagineJob, ctx: JobContext) -> _Run:
+        cfg = self.config
+        prompts = parse_prompts(job.prompt)
+        width, height = self.resolve_size(job.width, job.height)
+        steps = self.resolve_steps(job.steps)
+        seed = job.seed if job.seed is not None else secrets.randbelow(2**63)
+        device = self.device
+
+        targets = [self.clip.embed_texts([p.text for p in prompts]).to(device, torch.float32)]
+        weights = [p.weight for p in prompts]
+        for i, ip in enumerate(job.image_prompts, 1):
+            if not (math.isfinite(ip.weight) and abs(ip.weight) <= MAX_WEIGHT):
+                raise JobError(f"Image prompt {i}'s weight must be a number between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}.")
+            targets.append(self._embed_image(self._load_image(ctx, ip.image, f"image prompt {i}")))
+            weights.append(ip.weight)
+        targets_t = torch.cat(targets)
+        weights_t = torch.tensor(weights, dtype=torch.float32, device=device)
+        if abs(math.fsum(weights)) < 1e-6:
+            raise JobError("The prompt and image prompt weights sum to zero: give something a positive weight.")
+        positive = weights_t > 0
+
+        gen = torch.Generator(device=device).manual_seed(seed)
+        fh, fw = height // self.vqgan.factor, width // self.vqgan.factor
+        z_init = None
+        if job.init_image:
+            img = ImageOps.fit(self._load_image(ctx, job.init_image, "init image"), (width, height), Image.LANCZOS)
+            z = self.vqgan.encode(_pil_to_tensor(img, device))
+            z_init = z.clone() if job.init_weight > 0 else None
+        else:
+            z = self.vqgan.random_latent(fh, fw, gen)
+        z.requires_grad_(True)
+        return _Run(
+            job=job, ctx=ctx, width=width, height=height, steps=steps, seed=seed, prompt_text=job.prompt,
+            targets=targets_t, weights=weights_t,
+            pos_targets=targets_t[positive], pos_weights=weights_t[positive],
+            gen=gen, z=z, z_init=z_init, init_weight=job.init_weight,
+            opt=torch.optim.Adam([z], lr=cfg.lr),
+            frame_every=max(1, math.ceil(steps / max(1, cfg.gif_frames - 1))),
+        )
+
+    def _load_image(self, ctx: JobContext, key: str, what: str) -> Image.Image:
+        try:
+            return decode_image(ctx.blob(key))
+        except JobError as e:
+            raise JobError(f"The {what} cannot be used: {e}") from None
+
+    @torch.no_grad()
+    def _embed_image(self, img: Image.Image) -> Tensor:
+        s = self.clip.image_size
+        x = _pil_to_tensor(ImageOps.fit(img, (s, s), Image.LANCZOS), self.device)
+        return self.clip.embed_pixels(x).to(self.device, torch.float32)
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _drop_cancelled_waiting(self) -> None:
+        for run in list(self._waiting):
+            if run.ctx.cancelled():
+                self._waiting.remove(run)
+                self._finished.append((run.job, JobCancelled()))
+
+    def _admit(self) -> None:
+        size = self.size
+        while self._waiting and len(self._running) < self.capacity:
+            head = self._waiting[0]
+            if size is not None and (head.width, head.height) != size:
+                break  # first come, first served: it starts the next batch when this one drains
+            self._waiting.popleft()
+            head.started = time.monotonic()
+            self._running.append(head)
+            size = (head.width, head.height)
+
+    def _check(self, run: _Run) -> None:
+        if run.ctx.cancelled():
+            raise JobCancelled()
+        elapsed = time.monotonic() - run.started
+        if elapsed > self.config.time_budget_s:
+            raise JobError(
+                f"Stopped after {run.step} of {run.steps} steps: the job ran past this worker's time budget "
+                f"of {self.config.time_budget_s:g} s. Try fewer steps or a smaller size."
+            )
+
+    def _finish(self, run: _Run, result: Outcome | BaseException) -> None:
+        self._running.remove(run)
+        self._finished.append((run.job, result))
+
+    # ------------------------------------------------------------------ the batched step
+
+    def _optimise(self, runs: list[_Run]) -> None:
+        cfg = self.config
+        z = torch.cat([r.z for r in runs]) if len(runs) > 1 else runs[0].z
+        image = self.synth(z)  # (K, 3, H, W) in [0, 1]
+        emb = self.clip.embed_pixels(self.cutouts(image, [r.gen for r in runs])).float()
+        emb = emb.view(len(runs), cfg.cutouts, 1, -1)
+        p = max(len(r.weights) for r in runs)  # pad prompts to the batch's longest list with weight 0
+        targets = torch.stack([F.pad(r.targets, (0, 0, 0, p - len(r.weights))) for r in runs])
+        weights = torch.stack([F.pad(r.weights, (0, p - len(r.weights))) for r in runs])
+        losses = (spherical_distance(emb, targets[:, None]).mean(1) * weights).sum(1)  # (K,)
+        if any(r.z_init is not None for r in runs):  # Crowson's init weight: stay near the init latent
+            zero = losses.new_zeros(())
+            losses = losses + torch.stack([
+                F.mse_loss(r.z, r.z_init) * (r.init_weight / 2) if r.z_init is not None else zero for r in runs
+            ])
+        for r in runs:
+            r.opt.zero_grad(set_to_none=True)
+        losses.sum().backward()  # jobs share no parameters: each z gets exactly its own gradient
+        frames = image.detach()
+        for k, r in enumerate(runs):
+            r.opt.step()
+            self.vqgan.clamp_(r.z)
+            r.loss = losses[k].item()
+            # The picture at hand is the one this step's loss was measured on (one update behind z).
+            want_frame = r.step % r.frame_every == 0  # the timelapse starts from the initial picture
+            r.step += 1
+            want_preview = cfg.preview_every > 0 and r.step % cfg.preview_every == 0 and r.step < r.steps
+            frame = media.to_uint8(frames[k]) if want_frame or want_preview else None
+            if want_frame:
+                r.frames.append(frame)
+            if want_preview:
+                r.ctx.progress(r.step, r.steps, r.loss, media.preview_png(frame, cfg.preview_size))
+            elif r.step == r.steps:
+                r.ctx.progress(r.step, r.steps, r.loss, None)  # the Result carries the final picture
+
+    def synth(self, z: Tensor) -> Tensor:
+        """Latents -> images in [0, 1] through the straight-through quantiser and the decoder."""
+        x = self.vqgan.decode(self.vqgan.quantize(z)).add(1).div(2)
+        return _ClampWithGrad.apply(x, 0.0, 1.0)
+
+    def cutouts(self, image: Tensor, gens: list[torch.Generator]) -> Tensor:
+        """cfg.cutouts random augmented square crops per image, resized to CLIP's input size, in one
+        grid_sample for the whole batch. image (K, 3, H, W); gens[k] draws image k's crops.
+        Returns (K * cutouts, 3, S, S)."""
+        cfg, s = self.config, self.clip.image_size
+        k, _, h, w = image.shape
+        n, ss = cfg.cutouts, max(1, cfg.cut_supersample)
+        side = min(h, w)
+        # Per job: one draw of 8 uniforms per cutout and one of noise, from that job's generator only.
+        u = torch.stack([torch.rand(n, 8, generator=g, device=g.device) for g in gens]).to(image.device)
+        size = u[..., 0].pow(cfg.cut_pow) * (side - side * cfg.cut_min_size) + side * cfg.cut_min_size
+        cx = (u[..., 1] * (w - size) + size / 2) / w * 2 - 1  # centre, normalised to [-1, 1]
+        cy = (u[..., 2] * (h - size) + size / 2) / h * 2 - 1
+        flip = torch.where(u[..., 3] < cfg.flip, -1.0, 1.0)
+        angle = (u[..., 4] * 2 - 1) * math.radians(cfg.rotate_degrees)
+        scale = 1 + (u[..., 5] * 2 - 1) * cfg.scale_jitter
+        cos, sin = angle.cos() * scale, angle.sin() * scale
+        # Output (x, y) in [-1, 1]^2 of the cutout -> input coords: centre + half-size * R(angle) * flip.
+        ax, ay = size / w, size / h
+        tx, ty = (u[..., 6] * 2 - 1) * cfg.translate, (u[..., 7] * 2 - 1) * cfg.translate
+        theta = torch.stack([
+            torch.stack([ax * cos * flip, -ax * sin, cx + ax * tx], -1),
+            torch.stack([ay * sin * flip, ay * cos, cy + ay * ty], -1),
+        ], -2)  # (K, n, 2, 3)
+        grid = F.affine_grid(theta.view(k * n, 2, 3), [k * n, 3, s * ss, s * ss], align_corners=False)
+        # All of a job's cutouts are sampled from its own image in one call: stack them vertically.
+        grid = grid.view(k, n * s * ss, s * ss, 2)
+        cut = F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        cut = cut.view(k, 3, n, s * ss, s * ss).transpose(1, 2).reshape(k * n, 3, s * ss, s * ss)
+        if ss > 1:
+            cut = F.avg_pool2d(cut, ss)
+        if cfg.noise > 0:
+            noise = torch.stack([
+                torch.randn(n, 3, s, s, generator=g, device=g.device)
+                * torch.rand(n, 1, 1, 1, generator=g, device=g.device) for g in gens
+            ])
+            cut = cut + cfg.noise * noise.view(k * n, 3, s, s).to(cut.device)
+        return cut
+
+    # ------------------------------------------------------------------ results
+
+    @torch.inference_mode()
+    def _complete(self, runs: list[_Run]) -> None:
+        z = torch.cat([r.z.detach() for r in runs])
+        images = self.synth(z)
+        s = self.clip.image_size
+        side = min(images.shape[-2:])
+        square = _center_crop(images, side)
+        emb = self.clip.embed_pixels(F.interpolate(square, size=(s, s), mode="bilinear", antialias=True)).float()
+        for k, r in enumerate(runs):
+            try:
+                self._finish(r, self._outcome(r, images[k], emb[k]))
+            except Exception as e:
+                self._finish(r, e)
+
+    def _outcome(self, r: _Run, image: Tensor, emb: Tensor) -> Outcome:
+        cfg = self.config
+        frame = media.to_uint8(image)
+        r.frames.append(frame)
+        if len(r.pos_weights):
+            sims = r.pos_targets @ emb
+            clip_score = float((sims * r.pos_weights).sum() / r.pos_weights.sum())
+        else:
+            clip_score = math.nan
+        text = {"prompt": r.prompt_text, "seed": str(r.seed), "steps": str(r.steps), "model": self.model_name,
+                "size": f"{r.width}x{r.height}", "software": "clipbot VQGAN+CLIP"}
+        png = encode_png(Image.fromarray(frame), text=text)
+        gif = media.encode_gif(r.frames, cfg.gif_max_bytes, cfg.gif_frame_ms, max_side=cfg.gif_size)
+        data = {
+            "prompt": r.prompt_text, "seed": r.seed, "steps": r.steps, "width": r.width, "height": r.height,
+            "seconds": round(time.monotonic() - r.started, 3),
+            "clip_score": None if math.isnan(clip_score) else round(clip_score, 4),
+            "model": self.model_name, "loss": round(r.loss, 5),
+        }
+        return Outcome(data=data, blobs={"png": png, "gif": gif})
+
+
+def as_job(job: ImagineJob | Mapping[str, Any]) -> ImagineJob:
+    if isinstance(job, ImagineJob):
+        return job
+    try:
+        return ImagineJob(**job)
+    except ValidationError as e:
+        why = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'request'}: {err['msg']}" for err in e.errors())
+        raise JobError(f"Invalid imagine request: {why}.") from None
+
+
+def _pil_to_tensor(img: Image.Image, device) -> Tensor:
+    x = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)
+    return x.permute(2, 0, 1)[None].to(device)
+
+
+def _center_crop(x: Tensor, side: int) -> Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - side) // 2, (w - side) // 2
+    return x[..., top:top + side, left:left + side]
+
+
+def imagine(clip, vqgan: VQGAN, job: ImagineJob | Mapping[str, Any], ctx: JobContext,
+            config: ImagineConfig | None = None) -> Outcome:
+    """Run one job alone (the CLI's path): the engine with a batch of one."""
+    engine = ImagineEngine(clip, vqgan, config)
+    engine.add(job, ctx)
+    while engine.active:
+        engine.step()
+    [(_, result)] = engine.pop_finished()
+    if isinstance(result, BaseException):
+        raise result
+    return result
