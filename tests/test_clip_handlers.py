@@ -109,8 +109,12 @@ def test_one_bad_image_does_not_lose_the_batch(runner):
     assert out.data["added"] == 2
     assert out.data["rejected"] == [{"item_id": "bad:0", "reason": out.data["rejected"][0]["reason"]}]
     assert "looks like text" in out.data["rejected"][0]["reason"]
-    with pytest.raises(JobError, match="looks like text"):
+    with pytest.raises(JobError, match="looks like text"):  # a member adding one image is told why
         runner.run(IndexJob(guild=GUILD, add=[bad]))
+    bad2 = GalleryItem(item_id="bad:1", image=runner.put_blob(png(3)[:50]))
+    out = runner.run(IndexJob(guild=GUILD, add=[bad, bad2]))
+    assert out.data["added"] == 0 and [r["item_id"] for r in out.data["rejected"]] == ["bad:0", "bad:1"]
+    assert "corrupt or truncated" in out.data["rejected"][1]["reason"]
 
 
 def test_find_needs_a_query_or_image_and_galleries_are_per_guild(runner):

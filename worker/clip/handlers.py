@@ -72,8 +72,8 @@ class ClipHandlers:
         job) is left as it is: ids name immutable attachments, so re-indexing a channel or a folder
         embeds nothing twice. To replace an item, delete and add it in the same job.
 
-        One bad image does not fail the batch: it is reported in `rejected`. Only when nothing at
-        all could be done does the job fail, with that image's reason.
+        One bad image does not fail a batch: it is reported in `rejected` with its reason. A job
+        that adds a single image (and deletes nothing) fails with that reason instead.
         """
         guild = LOCAL_GALLERY if job.guild is None else job.guild
         deleting = set(job.delete)
@@ -108,9 +108,8 @@ class ClipHandlers:
                 ]
             ctx.progress(min(start + EMBED_BATCH, len(todo)), len(todo))
         added, deleted = self.gallery.update(guild, add=new_items, delete=list(job.delete))
-        if rejected and not added and not deleted and not unchanged:
-            reason = rejected[0]["reason"]
-            raise JobError(reason if len(rejected) == 1 else f"None of the {len(rejected)} images could be indexed: {reason}")
+        if len(job.add) == 1 and rejected and not job.delete:
+            raise JobError(rejected[0]["reason"])  # a member adding one image: tell them why it failed
         return Outcome({"added": added, "deleted": deleted, "unchanged": unchanged, "rejected": rejected,
                         "total": self.gallery.count(guild)})
 
