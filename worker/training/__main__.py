@@ -1,0 +1,80 @@
+"""python -m worker.training clip|vqgan|all|eval [--json] [--out DIR] [--minutes M] [--steps N] [--threads T]
+
+clip / vqgan / all train from scratch (deterministic seeds; with --minutes the schedule also follows
+the clock, so the step count can differ between machines) and write the shipped-model folders.
+eval measures the shipped (or --clip-dir / --vqgan-dir) models on freshly drawn held-out data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = REPO / "models"
+
+
+def _log(quiet: bool):
+    return (lambda msg: print(msg, file=sys.stderr, flush=True)) if quiet else (lambda msg: print(msg, flush=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m worker.training", description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=["clip", "vqgan", "all", "eval"])
+    ap.add_argument("--out", type=Path, default=MODELS, help="folder that receives clip-shapes/ and vqgan-shapes/")
+    ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget per model (all: split 2:1 clip:vqgan)")
+    ap.add_argument("--steps", type=int, default=None, help="training steps (overrides the default)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--json", action="store_true", help="JSON on stdout and nothing else")
+    ap.add_argument("--clip-dir", type=Path, default=None, help="eval: CLIP folder (default OUT/clip-shapes)")
+    ap.add_argument("--vqgan-dir", type=Path, default=None, help="eval: VQGAN folder (default OUT/vqgan-shapes)")
+    ap.add_argument("--n", type=int, default=500, help="eval: images per measurement")
+    ap.add_argument("--seed", type=int, default=12345, help="eval: seed of the freshly drawn data")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    log = _log(args.json)
+    result: dict = {}
+
+    if args.command in ("clip", "all"):
+        from worker.training.clip_train import ClipTrainConfig, train_clip
+
+        cfg = ClipTrainConfig()
+        if args.steps:
+            cfg.steps = args.steps
+        if args.minutes:
+            cfg.minutes = args.minutes * (2 / 3 if args.command == "all" else 1)
+        result["clip"] = train_clip(args.out / "clip-shapes", cfg, log=log)
+    if args.command in ("vqgan", "all"):
+        from worker.training.vqgan_train import VqganTrainConfig, train_vqgan
+
+        cfg = VqganTrainConfig()
+        if args.steps:
+            cfg.steps = args.steps
+        if args.minutes:
+            cfg.minutes = args.minutes * (1 / 3 if args.command == "all" else 1)
+        result["vqgan"] = train_vqgan(args.out / "vqgan-shapes", cfg, log=log)
+    if args.command == "eval":
+        from worker.training.evaluate import evaluate_all
+
+        result = evaluate_all(
+            clip_dir=args.clip_dir or args.out / "clip-shapes",
+            vqgan_dir=args.vqgan_dir or args.out / "vqgan-shapes",
+            n=args.n, seed=args.seed, log=log,
+        )
+    for part in result.values():
+        if isinstance(part, dict):
+            for key in ("train_config", "model_config", "losses"):
+                part.pop(key, None)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
