@@ -155,3 +155,14 @@ def test_random_changes_from_two_writers_match_a_brute_force_model(redis_url):
             for h in hits:
                 assert h.score == pytest.approx(want[h.item_id], abs=1e-4)
             assert [h.item_id for h in hits[:3]] == sorted(want, key=want.get, reverse=True)[:3]
+
+
+def test_memory_budget_drops_least_recently_searched_guilds(redis_url):
+    g = gallery(redis_url, max_memory_bytes=64 * DIM * 4)  # room for one 64-row matrix
+    g.add(1, [item(i) for i in range(10)])
+    g.add(2, [item(i) for i in range(10, 20)])
+    assert g.search(1, unit(3), top=1)[0].item_id == "msg3:0"
+    assert g.search(2, unit(13), top=1)[0].item_id == "msg13:0"  # evicts guild 1
+    assert g.stats["full_loads"] == 2
+    assert g.search(1, unit(4), top=1)[0].item_id == "msg4:0"  # reloaded, still right
+    assert g.stats["full_loads"] == 3

@@ -14,8 +14,8 @@ Each worker keeps a float32 matrix per guild and its version. Before a search it
 (one round trip); if it moved, it reads only the log entries after its own version and fetches the
 embeddings of the items they name. Only a worker that is new, or so far behind that the log was
 trimmed past it, reads the whole hash (HSCAN). At 100,000 items of 512 dims that is 100 MB of
-float16 in Redis and 200 MB of float32 per guild in a worker; guild matrices not searched lately
-are dropped (LRU) and reloaded on demand.
+float16 in Redis and 200 MB of float32 per guild in a worker; past a memory budget (2 GiB by
+default) the matrices of guilds not searched lately are dropped (LRU) and reloaded on demand.
 """
 from __future__ import annotations
 
@@ -179,12 +179,14 @@ class Gallery:
     """All guild galleries of one CLIP model (sync redis client: engines run in worker threads)."""
 
     def __init__(self, client: redis.Redis, *, model_tag: str, dim: int, prefix: str = "clipbot:",
-                 max_items: int = MAX_ITEMS, log_max: int = LOG_MAX, max_guilds: int = 32):
+                 max_items: int = MAX_ITEMS, log_max: int = LOG_MAX, max_guilds: int = 64,
+                 max_memory_bytes: int = 2 << 30):
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("Gallery needs a redis client with decode_responses=False (embeddings are bytes)")
         self.r = client
         self.model_tag, self.dim, self.prefix = model_tag, dim, prefix
         self.max_items, self.log_max, self.max_guilds = max_items, log_max, max_guilds
+        self.max_memory_bytes = max_memory_bytes  # matrices of guilds not searched lately are dropped past this
         self._apply = client.register_script(_APPLY)
         self._guilds: OrderedDict[int, _GuildMatrix] = OrderedDict()
         self._guilds_lock = threading.Lock()
@@ -240,9 +242,16 @@ class Gallery:
             if m is None:
                 m = self._guilds[guild] = _GuildMatrix(self.dim)
             self._guilds.move_to_end(guild)
-            while len(self._guilds) > self.max_guilds:
-                self._guilds.popitem(last=False)
             return m
+
+    def _evict(self) -> None:
+        """Drop the least recently searched guilds' matrices past the budget (they reload on demand)."""
+        with self._guilds_lock:
+            while len(self._guilds) > 1 and (
+                len(self._guilds) > self.max_guilds
+                or sum(g.matrix.nbytes for g in self._guilds.values()) > self.max_memory_bytes
+            ):
+                self._guilds.popitem(last=False)
 
     def refresh(self, guild: int) -> _GuildMatrix:
         """Bring this worker's matrix for `guild` up to the Redis version, reading only what changed."""
@@ -256,8 +265,11 @@ class Gallery:
                 if m.version < 0 or m.version < floor:
                     self._full_load(guild, m, remote)
                 if self._catch_up(guild, m):
-                    return m
-            raise RuntimeError(f"gallery of guild {guild} changes faster than it can be loaded")
+                    break
+            else:
+                raise RuntimeError(f"gallery of guild {guild} changes faster than it can be loaded")
+        self._evict()
+        return m
 
     def _full_load(self, guild: int, m: _GuildMatrix, version: int) -> None:
         """Read every row (HSCAN). Changes racing with the scan are re-applied from the log after it."""
