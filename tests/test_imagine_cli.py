@@ -68,7 +68,8 @@ def test_size_parsing():
 
 def test_config_from_env():
     cfg = config_from_env({"CLIPBOT_IMAGINE_BATCH_SIZE": "8", "CLIPBOT_IMAGINE_LR": "0.2", "OTHER": "x"})
-    assert cfg.batch_size == 8 and cfg.lr == 0.2
+    assert cfg.batch_size == 8 and cfg.lr == 0.2 and cfg.decode_per_image is None
+    assert config_from_env({"CLIPBOT_IMAGINE_DECODE_PER_IMAGE": "false"}).decode_per_image is False
     with pytest.raises(ValueError, match="CLIPBOT_IMAGINE_STEPS='many'"):
         config_from_env({"CLIPBOT_IMAGINE_STEPS": "many"})
     with pytest.raises(ValueError, match="must be positive"):

@@ -151,3 +151,20 @@ def test_clear_errors_for_bad_files(files, tmp_path):
     torch.save({"state_dict": partial}, tmp_path / "partial.ckpt")
     with pytest.raises(VQGANLoadError, match="lacks"):
         load_vqgan(config, tmp_path / "partial.ckpt")
+
+
+def test_decoder_has_no_batch_coupled_op(files):
+    """Batched decoding (the GPU path) equals decoding image by image up to float rounding,
+    forward and backward: GroupNorm, attention and convs are all per sample."""
+    vq = load_vqgan(*files, "cpu")
+    g = torch.Generator().manual_seed(0)
+    z = torch.cat([vq.random_latent(6, 5, g) for _ in range(3)]).requires_grad_(True)
+    w = torch.randn(3, 3, 12, 10, generator=g)
+    (vq.decode(vq.quantize(z)) * w).sum().backward()
+    batched, grad = vq.decode(vq.quantize(z)).detach(), z.grad.clone()
+    for i in range(3):
+        zi = z.detach()[i:i + 1].clone().requires_grad_(True)
+        out = vq.decode(vq.quantize(zi))
+        (out * w[i:i + 1]).sum().backward()
+        assert torch.allclose(out.detach(), batched[i:i + 1], atol=1e-4)
+        assert torch.allclose(zi.grad, grad[i:i + 1], atol=1e-3, rtol=1e-3)

@@ -75,6 +75,7 @@ class ImagineConfig:
     gif_max_bytes: int = 10 * 1024 * 1024
     time_budget_s: float = 600.0
     batch_size: int = 4
+    decode_per_image: bool | None = None  # None: per image on CPU (bit-identical to solo), batched on GPU
 
 
 class _ClampWithGrad(torch.autograd.Function):
@@ -138,6 +139,12 @@ class ImagineEngine:
         self.device = vqgan.device
         self.model_name = f"{vqgan.name}+{Path(str(getattr(clip, 'name', 'clip'))).name}"
         clip.model.requires_grad_(False)  # we need gradients for pixels only
+        # On a CPU, oneDNN picks batch-size-dependent conv kernels whose rounding differs by ~1e-6,
+        # and through the hard argmin of vector quantisation such noise can grow into a visibly
+        # different picture. A CPU gains nothing from batching the decoder, so there it runs image
+        # by image and a batched job is bit-identical to its solo run; on a GPU it runs batched.
+        per_image = self.config.decode_per_image
+        self._decode_per_image = self.device.type == "cpu" if per_image is None else per_image
         self._waiting: deque[_Run] = deque()
         self._running: list[_Run] = []
         self._finished: list[tuple[ImagineJob, Outcome | BaseException]] = []
@@ -172,21 +179,26 @@ class ImagineEngine:
         self._drop_cancelled_waiting()
         self._admit()
         runs = []
-        for run in self._running:
+        for run in list(self._running):
             try:
                 self._check(run)
                 runs.append(run)
-            except (JobError, JobCancelled) as e:
+            except Exception as e:  # cancelled, over budget, or its context failed: this job only
                 self._finish(run, e)
         if not runs:
             return
         try:
-            self._optimise(runs)
+            images = self._optimise(runs)
         except Exception as e:  # a batch-wide failure (e.g. out of memory) fails every job in it
             for run in runs:
                 self._finish(run, e)
             return
-        done = [r for r in runs if r.step >= r.steps]
+        for k, run in enumerate(runs):
+            try:
+                self._report(run, images[k])
+            except Exception as e:  # e.g. the progress channel failed: this job only
+                self._finish(run, e)
+        done = [r for r in runs if r.step >= r.steps and r in self._running]
         if done:
             self._complete(done)
 
@@ -303,7 +315,7 @@ class ImagineEngine:
 
     # ------------------------------------------------------------------ the batched step
 
-    def _optimise(self, runs: list[_Run]) -> None:
+    def _optimise(self, runs: list[_Run]) -> Tensor:
         cfg = self.config
         z = torch.cat([r.z for r in runs]) if len(runs) > 1 else runs[0].z
         image = self.synth(z)  # (K, 3, H, W) in [0, 1]
@@ -321,27 +333,38 @@ class ImagineEngine:
         for r in runs:
             r.opt.zero_grad(set_to_none=True)
         losses.sum().backward()  # jobs share no parameters: each z gets exactly its own gradient
-        frames = image.detach()
-        for k, r in enumerate(runs):
+        for r, loss in zip(runs, losses.tolist()):
             r.opt.step()
             self.vqgan.clamp_(r.z)
-            r.loss = losses[k].item()
-            # The picture at hand is the one this step's loss was measured on (one update behind z).
-            want_frame = r.step % r.frame_every == 0  # the timelapse starts from the initial picture
-            r.step += 1
-            want_preview = cfg.preview_every > 0 and r.step % cfg.preview_every == 0 and r.step < r.steps
-            frame = media.to_uint8(frames[k]) if want_frame or want_preview else None
-            if want_frame:
-                r.frames.append(frame)
-            if want_preview:
-                r.ctx.progress(r.step, r.steps, r.loss, media.preview_png(frame, cfg.preview_size))
-            elif r.step == r.steps:
+            r.loss = loss
+        return image.detach()
+
+    def _report(self, r: _Run, image: Tensor) -> None:
+        """Timelapse frames and progress after a step. `image` is the picture this step's loss was
+        measured on, one update behind z: close enough for a preview, and free."""
+        cfg = self.config
+        want_frame = r.step % r.frame_every == 0  # the timelapse starts from the initial picture
+        r.step += 1
+        want_preview = cfg.preview_every > 0 and r.step % cfg.preview_every == 0 and r.step < r.steps
+        if not (want_frame or want_preview):
+            if r.step == r.steps:
                 r.ctx.progress(r.step, r.steps, r.loss, None)  # the Result carries the final picture
+            return
+        frame = media.to_uint8(image)
+        if want_frame:
+            r.frames.append(np.asarray(media.fit(frame, cfg.gif_size)))  # keep only what the GIF needs
+        if want_preview:
+            r.ctx.progress(r.step, r.steps, r.loss, media.preview_png(frame, cfg.preview_size))
+        elif r.step == r.steps:
+            r.ctx.progress(r.step, r.steps, r.loss, None)
 
     def synth(self, z: Tensor) -> Tensor:
         """Latents -> images in [0, 1] through the straight-through quantiser and the decoder."""
-        x = self.vqgan.decode(self.vqgan.quantize(z)).add(1).div(2)
-        return _ClampWithGrad.apply(x, 0.0, 1.0)
+        if self._decode_per_image and len(z) > 1:
+            x = torch.cat([self.vqgan.decode(self.vqgan.quantize(zi)) for zi in z.split(1)])
+        else:
+            x = self.vqgan.decode(self.vqgan.quantize(z))
+        return _ClampWithGrad.apply(x.add(1).div(2), 0.0, 1.0)
 
     def cutouts(self, image: Tensor, gens: list[torch.Generator]) -> Tensor:
         """cfg.cutouts random augmented square crops per image, resized to CLIP's input size, in one
@@ -349,8 +372,9 @@ class ImagineEngine:
         Returns (K * cutouts, 3, S, S)."""
         cfg, s = self.config, self.clip.image_size
         k, _, h, w = image.shape
-        n, ss = cfg.cutouts, max(1, cfg.cut_supersample)
         side = min(h, w)
+        # Supersample only as far as cutouts are downscaled (anti-aliasing); never when upscaling.
+        n, ss = cfg.cutouts, max(1, min(cfg.cut_supersample, math.ceil(side / s)))
         # Per job: one draw of 8 uniforms per cutout and one of noise, from that job's generator only.
         u = torch.stack([torch.rand(n, 8, generator=g, device=g.device) for g in gens]).to(image.device)
         size = u[..., 0].pow(cfg.cut_pow) * (side - side * cfg.cut_min_size) + side * cfg.cut_min_size
@@ -401,7 +425,7 @@ class ImagineEngine:
     def _outcome(self, r: _Run, image: Tensor, emb: Tensor) -> Outcome:
         cfg = self.config
         frame = media.to_uint8(image)
-        r.frames.append(frame)
+        r.frames.append(np.asarray(media.fit(frame, cfg.gif_size)))
         if len(r.pos_weights):
             sims = r.pos_targets @ emb
             clip_score = float((sims * r.pos_weights).sum() / r.pos_weights.sum())

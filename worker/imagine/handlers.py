@@ -29,13 +29,20 @@ def config_from_env(environ: Mapping[str, str] = os.environ) -> ImagineConfig:
         name = ENV_PREFIX + f.name.upper()
         if name not in environ:
             continue
+        raw = environ[name].strip()
+        if f.name == "decode_per_image":  # the one tri-state knob
+            choices = {"auto": None, **{t: True for t in _TRUE}, **{t: False for t in ("0", "false", "no", "off")}}
+            if raw.lower() not in choices:
+                raise ValueError(f"{name}={raw!r}: use auto, true or false")
+            values[f.name] = choices[raw.lower()]
+            continue
         kind = type(f.default)
         try:
-            value = kind(environ[name])
+            value = kind(raw)
         except ValueError:
-            raise ValueError(f"{name}={environ[name]!r} is not a valid {kind.__name__}") from None
+            raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
         if value < 0 or (value == 0 and f.name in ("batch_size", "steps", "max_steps", "cutouts", "max_pixels")):
-            raise ValueError(f"{name}={environ[name]!r} must be positive")
+            raise ValueError(f"{name}={raw!r} must be positive")
         values[f.name] = value
     return ImagineConfig(**values)
 
