@@ -15,17 +15,18 @@ from PIL import Image
 from worker.clip.labels import validate_labels
 from worker.clip.model import Clip
 
-# Art channels post photos, drawings, paintings and renders: templates that cover those, plus the
-# bare label (what the shipped shapes model was mostly trained on). Override per worker in settings.
+# Art channels post photos, drawings, paintings and renders: templates that cover those (a subset of
+# the CLIP paper's 80), plus the bare label and "a {}", which is how the shipped shapes model was
+# mostly captioned. No trailing periods: the shipped model never saw one. Override per worker in settings.
 DEFAULT_TEMPLATES: tuple[str, ...] = (
-    "{}.",
-    "a photo of a {}.",
-    "a picture of a {}.",
-    "a close-up photo of the {}.",
-    "a drawing of a {}.",
-    "a painting of the {}.",
-    "an illustration of a {}.",
-    "art of the {}.",
+    "{}",
+    "a {}",
+    "a photo of a {}",
+    "a picture of a {}",
+    "an image of a {}",
+    "a drawing of a {}",
+    "a painting of a {}",
+    "an illustration of a {}",
 )
 
 
