@@ -85,11 +85,20 @@ def test_embed_pixels_matches_processor_path_and_is_differentiable():
     assert clip.embed_pixels(big).shape == (2, clip.dim)
 
 
-def test_missing_folder_and_non_clip_folder_are_clear(tmp_path):
+def test_missing_folder_and_non_clip_folder_are_clear(tmp_path, monkeypatch):
     with pytest.raises(ClipLoadError, match="does not exist"):
         load_clip(tmp_path / "nope")
     with pytest.raises(ClipLoadError, match="no config.json"):
         load_clip(tmp_path)
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)  # "models/clip-shapes" with a local models/ folder: a path, not a hub id
+    with pytest.raises(ClipLoadError, match="'models/clip-shapes' does not exist"):
+        load_clip("models/clip-shapes")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "clip"}')  # no weights, no processor
+    with pytest.raises(ClipLoadError, match="Could not load the CLIP model in"):
+        load_clip(broken)
 
 
 def test_hub_ids_offline_from_cache_and_clear_error_when_missing(tmp_path):

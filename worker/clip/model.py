@@ -42,7 +42,14 @@ def _hub_offline() -> bool:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    """A name to treat as a folder even if it does not exist (so no hub lookup and a clear error).
+
+    "org/model" is a hub id unless "org" is a local folder (as "models" is for models/clip-shapes).
+    """
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name):
+        return True
+    parent = Path(name).parent
+    return str(parent) not in ("", ".") and parent.is_dir()
 
 
 def _from_pretrained(name: str, local_only: bool, dtype: torch.dtype):
