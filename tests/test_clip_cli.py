@@ -1,7 +1,6 @@
 """`python -m worker classify`: worker.clip.cli through the real argument parser and runner."""
 from __future__ import annotations
 
-import io
 import json
 import math
 import os

@@ -30,7 +30,7 @@ import numpy as np
 
 from jobs.schemas import MAX_QUERY_CHARS, MAX_TOP, ClassifyJob, FindJob, GalleryItem, IndexJob
 from worker.api import JobError
-from worker.clip.classify import validate_labels
+from worker.clip.labels import validate_labels
 from worker.images import DEFAULT_MAX_BYTES, ImageRejected, decode_image, describe_content, sniff_image_type
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".avif", ".svg"}
