@@ -550,6 +550,18 @@ class Queue:
                 log.warning("job %s dead-lettered: %s", job.id, _s(res[1]))
         return out
 
+    async def prune_consumers(self, lane: str, min_idle_s: float = 3600.0) -> list[str]:
+        """Forget consumers (workers long gone) that hold no pending job. Each worker process is
+        a consumer named after it; without this the group's consumer list only grows."""
+        await self.ensure_groups([lane])
+        gone = []
+        for c in await self.redis.xinfo_consumers(self.stream_key(lane), GROUP):
+            name = _s(c["name"])
+            if int(c["pending"]) == 0 and int(c["idle"]) >= min_idle_s * 1000:
+                await self.redis.xgroup_delconsumer(self.stream_key(lane), GROUP, name)
+                gone.append(name)
+        return gone
+
     async def dead_letter(self, lane: str, entry_id: str, fields: dict, reason: str) -> None:
         """Move a stream entry that cannot be run to the dead-letter stream, with the reason."""
         log.warning("dead-lettering %s %s: %s", lane, entry_id, reason)

@@ -287,3 +287,17 @@ async def test_reclaim_after_visibility_timeout_then_dead_letter(redis_client):
     assert (await q.status(job.id)).state == "dead"
     assert await q.user_jobs(1) == []
     assert (await q.redis.xpending(q.stream_key(FAST), "workers"))["pending"] == 0
+
+
+async def test_prune_consumers_keeps_those_holding_jobs(queue):
+    from jobs.schemas import Result
+
+    for i in range(2):
+        await queue.submit(FindJob(query=f"q{i}", user=i))
+    (held,) = await queue.take(FAST, "alive", 1, None)
+    (done,) = await queue.take(FAST, "gone", 1, None)
+    assert await queue.finish(done, Result(job_id=done.job.id, seq=0, data={}))  # holds nothing now
+    assert await queue.prune_consumers(FAST, min_idle_s=60) == []  # "gone" was active just now
+    assert await queue.prune_consumers(FAST, min_idle_s=0) == ["gone"]
+    names = [c["name"] for c in await queue.redis.xinfo_consumers(queue.stream_key(FAST), "workers")]
+    assert names == [b"alive"] and held.job.query == "q0"

@@ -152,6 +152,8 @@ class Worker:
         if not lanes:
             raise RuntimeError("this worker has no handlers: nothing to serve")
         await self._retry(self._register)
+        for lane in lanes:
+            await self._retry(lambda lane=lane: self.queue.prune_consumers(lane))
         tasks = []
         for lane in lanes:
             if lane == IMAGINE and self.setup.imagine_engine is not None:
