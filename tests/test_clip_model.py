@@ -125,3 +125,15 @@ def test_hub_ids_offline_from_cache_and_clear_error_when_missing(tmp_path):
     assert lines[0] == "16"
     assert lines[1].startswith("ERROR: CLIP model 'openai/clip-vit-base-patch32' is not on disk")
     assert "HF_HUB_OFFLINE" in lines[1]
+
+
+def test_big_images_are_box_reduced_first_with_the_same_embedding():
+    clip = tiny_clip()
+    yy, xx = np.mgrid[0:1000, 0:1300]
+    arr = np.stack([xx * 255 // 1300, yy * 255 // 1000, (xx + yy) * 255 // 2300], -1).astype(np.uint8)
+    big = Image.fromarray(arr)
+    fast = clip.embed_images([big])  # reduced to >= 2x image_size before the processor
+    with torch.no_grad():  # the processor alone, on the full-size image
+        px = clip.image_processor(images=[big], return_tensors="pt")["pixel_values"]
+        exact = torch.nn.functional.normalize(clip.model.get_image_features(pixel_values=px).pooler_output, dim=-1)
+    assert float(fast[0] @ exact[0]) > 0.999

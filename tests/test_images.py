@@ -261,3 +261,17 @@ def test_encode_png_round_trip_with_text():
     assert back.text == {"prompt": "un cœur rouge ❤", "seed": "42"}
     assert np.array_equal(np.asarray(decode_image(data)), np.asarray(img))
     assert Image.open(io.BytesIO(encode_png(img))).text == {}
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_min_side_decodes_big_images_smaller_but_never_below(fmt):
+    img = Image.new("RGB", (1600, 1200), BLUE)
+    img.paste(RED, (0, 0, 800, 1200))  # left half red
+    data = save(img, fmt, quality=90) if fmt == "JPEG" else save(img, fmt)
+    small = decode_image(data, min_side=224)
+    assert 224 <= min(small.size) < 2 * 224 * 2  # reduced (JPEG by DCT scaling, PNG by an integer box)
+    assert small.size[0] / small.size[1] == pytest.approx(4 / 3, rel=0.02)
+    w, h = small.size
+    assert close(px(small, (w // 4, h // 2)), RED, tol=12) and close(px(small, (3 * w // 4, h // 2)), BLUE, tol=12)
+    assert decode_image(data).size == (1600, 1200)  # default: full size
+    assert decode_image(save(Image.new("RGB", (300, 200), RED), "PNG"), min_side=224).size == (300, 200)

@@ -211,7 +211,7 @@ def index_folder(clip, folder: Path, cache: EmbeddingCache, *, show_progress: bo
         shas, images = [], []
         for sha, rel in todo[start: start + EMBED_BATCH]:
             try:
-                images.append(decode_image((folder / rel).read_bytes()))
+                images.append(decode_image((folder / rel).read_bytes(), min_side=2 * clip.image_size))
                 shas.append(sha)
             except (ImageRejected, OSError) as e:
                 bad.add(sha)

@@ -56,7 +56,8 @@ class ClipHandlers:
         return {"classify": self.classify, "index": self.index, "find": self.find}
 
     def _image(self, ctx: JobContext, key: str):
-        return decode_image(ctx.blob(key), max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+        return decode_image(ctx.blob(key), max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels,
+                            min_side=2 * self.clip.image_size)  # CLIP sees image_size px: decode no more than needed
 
     # ------------------------------------------------------------------ classify
 

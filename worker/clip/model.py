@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from worker.images import shrink
+
 log = logging.getLogger(__name__)
 
 TEXT_BATCH = 256
@@ -180,11 +182,19 @@ class Clip:
         """[N, D] float32 on cpu, L2-normalised, preprocessed by the checkpoint's own image processor."""
         chunks = []
         for i in range(0, len(images), batch_size):
-            batch = [im if im.mode == "RGB" else im.convert("RGB") for im in images[i: i + batch_size]]
+            batch = [self._prepare(im) for im in images[i: i + batch_size]]
             pixels = self.image_processor(images=batch, return_tensors="pt")["pixel_values"]
             out = self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype))
             chunks.append(_normalise(_pooled(out)).cpu())
         return torch.cat(chunks) if chunks else torch.empty(0, self.dim)
+
+    def _prepare(self, im: Image.Image) -> Image.Image:
+        im = im if im.mode == "RGB" else im.convert("RGB")
+        # A 12 MP photo costs the PIL processor ~0.4 s to resize; a box reduce to >= 2x the model's
+        # input first costs ~25 ms and changes the result only by the resampling filter.
+        if min(im.size) >= 4 * self.image_size:
+            im = shrink(im, 2 * self.image_size)
+        return im
 
     def embed_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable: x [B, 3, S, S] in [0, 1] -> [B, D] float32 on x's device, L2-normalised.
