@@ -67,6 +67,7 @@ class ImagineConfig:
     translate: float = 0.05  # fraction of the cutout
     noise: float = 0.1  # per-cutout Gaussian noise, std drawn uniformly in [0, noise]
     lr: float = 0.1
+    init_grid: int = 0  # 0: a random codebook entry per latent position; g: per cell of a g x g grid
     preview_every: int = 10
     preview_size: int = 128
     gif_frames: int = 50
@@ -257,7 +258,7 @@ class ImagineEngine:
             z = self.vqgan.encode(_pil_to_tensor(img, device))
             z_init = z.clone() if job.init_weight > 0 else None
         else:
-            z = self.vqgan.random_latent(fh, fw, gen)
+            z = self.vqgan.random_latent(fh, fw, gen, cfg.init_grid)
         z.requires_grad_(True)
         return _Run(
             job=job, ctx=ctx, width=width, height=height, steps=steps, seed=seed, prompt_text=job.prompt,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
@@ -187,10 +188,13 @@ class VQGAN(nn.Module):
         """Images in about [-1, 1] (unclamped) from quantised latents."""
         return self.decoder(self.post_quant_conv(z_q))
 
-    def random_latent(self, h: int, w: int, generator: torch.Generator) -> Tensor:
-        """(1, C, h, w) latent of codebook entries drawn uniformly with `generator`."""
-        idx = torch.randint(self.n_embed, (h * w,), generator=generator, device=generator.device)
-        return self.codebook[idx.to(self.device)].T.reshape(1, self.embed_dim, h, w).clone()
+    def random_latent(self, h: int, w: int, generator: torch.Generator, grid: int = 0) -> Tensor:
+        """(1, C, h, w) latent of codebook entries drawn uniformly with `generator`: one per position
+        (grid=0, Crowson's init), or one per cell of a grid x grid layout (larger, calmer regions)."""
+        gh, gw = (h, w) if grid <= 0 else (min(grid, h), min(grid, w))
+        idx = torch.randint(self.n_embed, (gh * gw,), generator=generator, device=generator.device)
+        z = self.codebook[idx.to(self.device)].T.reshape(1, self.embed_dim, gh, gw)
+        return F.interpolate(z, size=(h, w), mode="nearest") if (gh, gw) != (h, w) else z.clone()
 
     def encode(self, x: Tensor) -> Tensor:
         """Quantised latents of images x (B, 3, H, W) in [0, 1]; loads the encoder on first use."""
