@@ -39,3 +39,8 @@ run: install
 
 worker: install
 	$(PY) -m worker
+
+# Benchmarks -> bench/results.json + a table. QUICK=1: small sizes, a few minutes. BENCH_ONLY=imagine,find: a subset.
+.PHONY: bench
+bench: install
+	$(PY) -m bench $(if $(filter 1 yes true,$(QUICK)),--quick) $(if $(BENCH_ONLY),--only $(BENCH_ONLY)) $(if $(BENCH_THREADS),--threads $(BENCH_THREADS))

@@ -22,8 +22,8 @@ PATHS = ("imagine", "classify", "find", "queue", "bot")
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
-def run_path(path: str, quick: bool, threads: int | None, timeout_s: float) -> dict:
-    cmd = [sys.executable, "-m", f"bench.{path}", "--json"] + (["--quick"] if quick else [])
+def run_path(path: str, quick: bool, threads: int | None, timeout_s: float, tiny: bool = False) -> dict:
+    cmd = [sys.executable, "-m", f"bench.{path}", "--json"] + (["--quick"] if quick else []) + (["--tiny"] if tiny else [])
     env = dict(os.environ)
     if threads:
         env["CLIPBOT_BENCH_THREADS"] = str(threads)
@@ -50,6 +50,7 @@ def table(results: dict, paths) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats (a few minutes)")
+    p.add_argument("--tiny", action="store_true", help="smallest sizes: checks that everything runs (tests)")
     p.add_argument("--only", help=f"comma-separated subset of {','.join(PATHS)}")
     p.add_argument("--threads", type=int, help="torch intra-op threads in every path (default: torch's)")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -71,13 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench {path}{' (quick)' if a.quick else ''} ...", file=sys.stderr, flush=True)
         t = time.time()
         try:
-            res = run_path(path, a.quick, a.threads, a.timeout)
+            res = run_path(path, a.quick, a.threads, a.timeout, a.tiny)
         except Exception as e:  # noqa: BLE001 - one path failing must not lose the others
             errors[path] = str(e)
             print(f"  FAILED: {e}", file=sys.stderr)
             continue
         results[path] = res["metrics"]
-        results["notes"][path] = {**res.get("notes", {}), "quick": a.quick, "seconds": round(time.time() - t, 1)}
+        results["notes"][path] = {**res.get("notes", {}), "quick": a.quick, "tiny": a.tiny, "seconds": round(time.time() - t, 1)}
         print(f"  done in {time.time() - t:.0f}s", file=sys.stderr, flush=True)
     after = machine()
     results["machine"] = {**{k: v for k, v in before.items() if not k.startswith("load")},
