@@ -1,0 +1,1 @@
+"""clipbot's Discord front end: validates commands, queues jobs, delivers events as messages."""

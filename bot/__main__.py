@@ -1,0 +1,77 @@
+"""`python -m bot`: run the Discord bot.
+
+DISCORD_TOKEN is required. With REDIS_URL unset, an embedded Redis is started under DATA_DIR and
+one local worker (`python -m worker`) is spawned next to the bot, so one machine needs one command.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+
+import discord
+
+from bot.app import ClipBot, point_discord_at
+from bot.settings import BotSettings
+
+
+def main() -> int:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from jobs.settings import SettingsError, load_settings
+
+    try:
+        shared = load_settings()
+    except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    token = (shared.discord_token or "").strip()
+    if not token:
+        print("error: DISCORD_TOKEN is not set. Create a bot at https://discord.com/developers/applications, "
+              "copy its token and run: DISCORD_TOKEN=... python -m bot", file=sys.stderr)
+        return 2
+    settings = BotSettings.from_env(token=token, api_base=shared.discord_api_base,
+                                    gateway_url=shared.discord_gateway_url, redis_prefix=shared.redis_prefix,
+                                    user_max_jobs=shared.user_max_jobs)
+    from jobs.embedded import resolve_redis_url
+
+    url, server = resolve_redis_url(shared)
+    worker = None
+    if server is not None or not shared.redis_url:
+        # single-machine mode: one local worker on the same embedded Redis
+        env = {**os.environ, "REDIS_URL": url}
+        worker = subprocess.Popen([sys.executable, "-m", "worker"], env=env)
+        logging.info("embedded Redis at %s; started local worker pid %d", url, worker.pid)
+    try:
+        asyncio.run(run(settings, url, shared))
+    except discord.LoginFailure:
+        print("error: Discord rejected DISCORD_TOKEN (401). Check the token.", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=shared.shutdown_grace_s + 5)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if server is not None:
+            server.stop()
+    return 0
+
+
+async def run(settings: BotSettings, redis_url: str, shared) -> None:
+    from jobs.transport import queue_from_url
+
+    point_discord_at(settings.api_base, settings.gateway_url)
+    queue = queue_from_url(redis_url, shared)
+    bot = ClipBot(settings, queue)
+    async with bot:
+        await bot.start(settings.token)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The bot: a discord.py `commands.Bot` wired to Redis (queue, events, votes, per-guild config).
+
+Handlers live in one cog per feature (bot/cogs/); the shared steps every command takes — the
+admission checks, the ephemeral refusal, queueing with the per-user cap and cooldown — are here.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import discord
+import yarl
+from discord import app_commands
+from discord.ext import commands
+
+from jobs.schemas import Job
+from jobs.transport import EventReader, Queue
+
+from bot import limits
+from bot.delivery import Delivery
+from bot.guild_config import GuildConfig, GuildConfigStore
+from bot.jobstore import JobStore, record_for
+from bot.limits import Cooldowns, Refused
+from bot.settings import BotSettings
+from bot.votes import VoteBook
+
+log = logging.getLogger(__name__)
+
+COGS = ("bot.cogs.classify", "bot.cogs.find", "bot.cogs.imagine", "bot.cogs.queue", "bot.cogs.top",
+        "bot.cogs.gallery", "bot.cogs.config", "bot.cogs.votes")
+
+
+def point_discord_at(api_base: str | None, gateway_url: str | None) -> None:
+    """Send discord.py's REST and gateway traffic to a proxy or a test server (process-wide)."""
+    if api_base:
+        discord.http.Route.BASE = api_base.rstrip("/")
+    if gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+class ClipBot(commands.Bot):
+    def __init__(self, settings: BotSettings, queue: Queue, *, consumer: str | None = None):
+        intents = discord.Intents.none()
+        intents.guilds = True
+        intents.guild_reactions = True  # on_raw_reaction_add/remove: not privileged
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
+                         max_messages=None, guild_ready_timeout=settings.guild_ready_timeout_s)
+        self.settings = settings
+        self.queue = queue
+        redis = queue.redis
+        prefix = settings.redis_prefix
+        self.configs = GuildConfigStore(redis, prefix)
+        self.cooldowns = Cooldowns(redis, prefix)
+        self.votes = VoteBook(redis, prefix)
+        self.records = JobStore(redis, prefix, settings.job_record_ttl_s)
+        reader = EventReader(redis, group="bot", consumer=consumer or f"bot-{socket.gethostname()}-{os.getpid()}",
+                             prefix=prefix)
+        self.delivery = Delivery(self, reader)
+        self.tree.on_error = self._on_tree_error
+
+    async def setup_hook(self) -> None:
+        for ext in COGS:
+            await self.load_extension(ext)
+        if self.settings.sync_commands:
+            await self.tree.sync()
+        self.delivery.start()
+
+    async def close(self) -> None:
+        await self.delivery.stop()
+        await super().close()
+
+    # ------------------------------------------------------------------ shared command steps
+
+    async def admit(self, interaction: discord.Interaction, *texts: str, cooldown: bool = True) -> GuildConfig:
+        """Channel allow-list, banned words and cooldown; raises Refused. Cheap: Redis only."""
+        cfg = await self.configs.get(interaction.guild_id)
+        for msg in (limits.check_channel(cfg, interaction.channel_id), limits.find_banned(cfg, *texts)):
+            if msg:
+                raise Refused(msg)
+        if cooldown:
+            left = await self.cooldowns.left(interaction.guild_id, interaction.user.id)
+            if left > 0:
+                raise Refused(f"Slow down: you can start another job in {left:.0f} s.")
+        return cfg
+
+    async def submit(self, job: Job, cfg: GuildConfig, label: str, interaction: discord.Interaction | None = None,
+                     original_message_id: int | None = None, cooldown: bool = True) -> int:
+        """Queue a job under the user's cap; returns its queue position. Raises Refused."""
+        token = interaction.token if interaction is not None else None
+        await self.records.put(record_for(job, label, token, original_message_id), job.id)
+        res = await self.queue.submit(job, user_limit=cfg.user_limit(self.settings))
+        if not res.accepted:
+            await self.records.delete(job.id)
+            raise Refused(res.reason or "The queue refused this job.")
+        if cooldown:
+            await self.cooldowns.start(job.guild, job.user, cfg.cooldown(self.settings))
+        return res.position
+
+    async def refuse(self, interaction: discord.Interaction, message: str) -> None:
+        """Every refusal is ephemeral; a public 'thinking…' placeholder is removed first."""
+        try:
+            if not interaction.response.is_done():
+                await interaction.response.send_message(message, ephemeral=True)
+                return
+            try:
+                await interaction.delete_original_response()
+            except discord.HTTPException:
+                pass
+            await interaction.followup.send(message, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not send refusal to %s", interaction.user.id, exc_info=True)
+
+    async def cancel_job(self, job_id: str, member: discord.abc.User, permissions: discord.Permissions) -> str:
+        """Cancel for its author or a moderator (Manage Messages); returns what to tell the member."""
+        status = await self.queue.status(job_id)
+        if status is None:
+            return f"There is no job `{job_id}`."
+        if status.user != member.id and not permissions.manage_messages:
+            return "Only the member who started this job, or a moderator, can cancel it."
+        if status.state not in ("queued", "running"):
+            return f"Job `{job_id}` already ended ({status.state})."
+        ok = await self.queue.cancel(job_id, by=member.id)
+        return f"Cancelling job `{job_id}`." if ok else f"Job `{job_id}` already ended."
+
+    async def _on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        if isinstance(error, app_commands.CheckFailure):
+            msg = str(error) or "You are not allowed to use this command."
+            if isinstance(error, app_commands.MissingPermissions):
+                msg = "You need the Manage Server permission to use this command."
+        else:
+            log.error("command failed", exc_info=error)
+            msg = "Something went wrong on my side; nothing was queued. Please try again."
+        await self.refuse(interaction, msg)

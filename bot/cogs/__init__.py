@@ -1,0 +1,1 @@
+"""One cog per feature. Handlers stay thin: checks in bot.limits, queueing in bot.app."""

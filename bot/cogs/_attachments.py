@@ -1,0 +1,32 @@
+"""Attachment intake shared by /classify, /imagine and "Add to gallery": check, download, check again."""
+from __future__ import annotations
+
+import asyncio
+
+import discord
+
+from bot.limits import AttachmentMeta, Refused, check_attachment_meta, check_image_bytes
+from bot.settings import BotSettings
+
+
+def meta(att: discord.Attachment) -> AttachmentMeta:
+    return AttachmentMeta(att.filename, att.size, att.content_type, att.width, att.height)
+
+
+def precheck(att: discord.Attachment, s: BotSettings) -> None:
+    """What Discord reports (type, size, dimensions): raises Refused before any download."""
+    msg = check_attachment_meta(meta(att), s)
+    if msg:
+        raise Refused(msg)
+
+
+async def fetch_image(att: discord.Attachment, s: BotSettings) -> bytes:
+    """Download and verify the bytes really are an acceptable image. Raises Refused."""
+    try:
+        data = await att.read()
+    except discord.HTTPException as e:
+        raise Refused(f"I could not download `{att.filename}` ({e.status}); try uploading it again.") from None
+    msg = await asyncio.to_thread(check_image_bytes, att.filename, data, s)
+    if msg:
+        raise Refused(msg)
+    return data

@@ -1,0 +1,77 @@
+"""/config — per-server settings, for members with Manage Server."""
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.guild_config import GuildConfig
+
+
+def describe(cfg: GuildConfig, bot) -> str:
+    s = bot.settings
+    chans = ", ".join(f"<#{c}>" for c in cfg.allowed_channels) or "all channels"
+    words = ", ".join(f"`{w}`" for w in cfg.banned_words) or "none"
+    hof = f"<#{cfg.hof_channel}> at {cfg.threshold(s)} 👍" if cfg.hof_channel else "off"
+    up, down = cfg.emojis(s)
+    return (f"**Channels:** {chans}\n**Jobs per member:** {cfg.user_limit(s)}\n**Cooldown:** {cfg.cooldown(s):g} s\n"
+            f"**Banned words:** {words}\n**Hall of fame:** {hof}\n**Vote reactions:** {up} {down}")
+
+
+class Config(commands.Cog):
+    def __init__(self, bot):
+        self.bot = bot
+
+    @app_commands.command(name="config", description="Server settings for clipbot (Manage Server)")
+    @app_commands.describe(
+        allow_channel="Allow commands in this channel (once any is allowed, only those are)",
+        disallow_channel="Remove a channel from the allowed list", clear_channels="Allow every channel again",
+        max_jobs="Jobs one member may have queued or running", cooldown="Seconds between two jobs of one member",
+        ban_word="Refuse prompts, labels and searches containing this word", unban_word="Remove a banned word",
+        hall_of_fame_channel="Where generations reaching the threshold are reposted",
+        hall_of_fame_threshold="👍 votes needed for the hall of fame",
+        vote_up="Up-vote reaction emoji", vote_down="Down-vote reaction emoji")
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.checks.has_permissions(manage_guild=True)
+    @app_commands.guild_only()
+    async def config(self, interaction: discord.Interaction,
+                     allow_channel: discord.TextChannel | None = None,
+                     disallow_channel: discord.TextChannel | None = None,
+                     clear_channels: bool = False,
+                     max_jobs: app_commands.Range[int, 1, 100] | None = None,
+                     cooldown: app_commands.Range[int, 0, 3600] | None = None,
+                     ban_word: app_commands.Range[str, 1, 50] | None = None,
+                     unban_word: str | None = None,
+                     hall_of_fame_channel: discord.TextChannel | None = None,
+                     hall_of_fame_threshold: app_commands.Range[int, 1, 1000] | None = None,
+                     vote_up: app_commands.Range[str, 1, 64] | None = None,
+                     vote_down: app_commands.Range[str, 1, 64] | None = None) -> None:
+        store = self.bot.configs
+        cfg = await store.get(interaction.guild_id)
+        upd: dict = {}
+        chans = list(cfg.allowed_channels)
+        if clear_channels:
+            chans = []
+        if allow_channel and allow_channel.id not in chans:
+            chans.append(allow_channel.id)
+        if disallow_channel and disallow_channel.id in chans:
+            chans.remove(disallow_channel.id)
+        upd["allowed_channels"] = chans
+        words = [w for w in cfg.banned_words if not (unban_word and w.casefold() == unban_word.strip().casefold())]
+        if ban_word and ban_word.strip().casefold() not in {w.casefold() for w in words}:
+            words.append(ban_word.strip())
+        upd["banned_words"] = words
+        for key, value in (("max_jobs", max_jobs), ("cooldown_s", cooldown), ("hof_threshold", hall_of_fame_threshold),
+                           ("vote_up", vote_up and vote_up.strip()), ("vote_down", vote_down and vote_down.strip())):
+            if value is not None:
+                upd[key] = value
+        if hall_of_fame_channel is not None:
+            upd["hof_channel"] = hall_of_fame_channel.id
+        cfg = GuildConfig.model_validate({**cfg.model_dump(), **upd})
+        await store.put(interaction.guild_id, cfg)
+        await interaction.response.send_message(describe(cfg, self.bot), ephemeral=True,
+                                                allowed_mentions=discord.AllowedMentions.none())
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(Config(bot))

@@ -1,0 +1,60 @@
+"""/find query:<text> [top:1-10] — search this server's gallery with CLIP."""
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from jobs.schemas import MAX_TOP, Event, Failed, FindJob, Origin, Result
+
+from bot.jobstore import JobRecord
+from bot.limits import Refused, check_query
+
+
+def render_result(rec: JobRecord, ev: Event) -> tuple[str, list[discord.Embed]]:
+    if isinstance(ev, Failed):
+        return f"<@{rec.user}> search failed: {ev.reason}", []
+    if not isinstance(ev, Result):
+        return f"<@{rec.user}> search cancelled.", []
+    hits = ev.data.get("hits", [])
+    query = rec.job.query or ""
+    if not hits:
+        return f"<@{rec.user}> nothing in this server's gallery yet for **{query}**. Add images with the message menu *Apps → Add to gallery*.", []
+    embeds = []
+    for rank, hit in enumerate(hits[:10], 1):
+        e = discord.Embed(title=f"#{rank} · score {float(hit.get('score', 0)):.3f}", url=hit.get("message_link") or None,
+                          description=(hit.get("caption") or "")[:200] or None)
+        if hit.get("thumbnail_url"):
+            e.set_thumbnail(url=hit["thumbnail_url"])
+        if hit.get("message_link"):
+            e.add_field(name="original", value=f"[jump to message]({hit['message_link']})")
+        embeds.append(e)
+    return f"<@{rec.user}> best matches for **{query}**:", embeds
+
+
+class Find(commands.Cog):
+    def __init__(self, bot):
+        self.bot = bot
+
+    @app_commands.command(name="find", description="Search this server's gallery by description")
+    @app_commands.describe(query="What to look for, e.g. a red star", top="How many results (1-10)")
+    @app_commands.guild_only()
+    async def find(self, interaction: discord.Interaction, query: str,
+                   top: app_commands.Range[int, 1, MAX_TOP] = 5) -> None:
+        bot = self.bot
+        try:
+            cfg = await bot.admit(interaction, query)
+            msg = check_query(query)
+            if msg:
+                raise Refused(msg)
+            job = FindJob(user=interaction.user.id, guild=interaction.guild_id, channel=interaction.channel_id,
+                          query=query.strip(), top=top, origin=Origin(source="discord", interaction_token=interaction.token))
+            callback = await interaction.response.defer(thinking=True)
+            pos = await bot.submit(job, cfg, f"find {query[:40]}", interaction, getattr(callback, "message_id", None))
+            await interaction.edit_original_response(content=f"Searching the gallery for **{query}**… (queue position {pos + 1})")
+        except Refused as e:
+            await bot.refuse(interaction, str(e))
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(Find(bot))

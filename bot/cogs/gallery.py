@@ -1,0 +1,64 @@
+"""Message context menu "Add to gallery": index a message's images for /find."""
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from jobs.schemas import Event, Failed, GalleryItem, IndexJob, Origin, Result
+
+from bot.cogs._attachments import fetch_image, precheck
+from bot.jobstore import JobRecord
+from bot.limits import Refused
+
+
+def render_result(rec: JobRecord, ev: Event) -> tuple[str, list[discord.Embed]]:
+    if isinstance(ev, Result):
+        n = ev.data.get("added", len(rec.job.add))
+        return f"Added {n} image(s) to this server's gallery: try `/find`.", []
+    if isinstance(ev, Failed):
+        return f"Adding to the gallery failed: {ev.reason}", []
+    return "Adding to the gallery was cancelled.", []
+
+
+class Gallery(commands.Cog):
+    def __init__(self, bot):
+        self.bot = bot
+        self.menu = app_commands.ContextMenu(name="Add to gallery", callback=self.add_to_gallery)
+        self.menu.guild_only = True
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    async def add_to_gallery(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        bot, s = self.bot, self.bot.settings
+        try:
+            cfg = await bot.admit(interaction, message.content or "", cooldown=False)
+            images = [a for a in message.attachments if (a.content_type or "").startswith("image/")
+                      or a.filename.lower().endswith((".png", ".jpg", ".jpeg", ".gif", ".webp"))]
+            if not images:
+                raise Refused("That message has no image attachments to add.")
+            for att in images:
+                precheck(att, s)
+            callback = await interaction.response.defer(ephemeral=True, thinking=True)
+            items = []
+            for i, att in enumerate(images):
+                data = await fetch_image(att, s)
+                key = await bot.queue.put_blob(data)
+                items.append(GalleryItem(item_id=f"{message.id}:{i}", image=key, message_link=message.jump_url,
+                                         author=message.author.id, caption=(message.content or None) and message.content[:2000],
+                                         thumbnail_url=att.url))
+            job = IndexJob(user=interaction.user.id, guild=interaction.guild_id, channel=interaction.channel_id,
+                           add=items, origin=Origin(source="discord", interaction_token=interaction.token))
+            await bot.submit(job, cfg, f"gallery +{len(items)}", interaction,
+                             getattr(callback, "message_id", None), cooldown=False)
+            await interaction.edit_original_response(content=f"Adding {len(items)} image(s) to the gallery…")
+        except Refused as e:
+            await bot.refuse(interaction, str(e))
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(Gallery(bot))

@@ -1,0 +1,55 @@
+"""Reaction votes on generations (raw events: no message cache, no privileged intent) + hall of fame."""
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord.ext import commands
+
+log = logging.getLogger(__name__)
+
+
+class Votes(commands.Cog):
+    def __init__(self, bot):
+        self.bot = bot
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        await self._vote(payload, add=True)
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        await self._vote(payload, add=False)
+
+    async def _vote(self, payload: discord.RawReactionActionEvent, add: bool) -> None:
+        bot = self.bot
+        if payload.guild_id is None or payload.user_id == bot.user.id:
+            return  # the bot's own 👍/👎 are there to invite votes, not votes
+        cfg = await bot.configs.get(payload.guild_id)
+        up, down = cfg.emojis(bot.settings)
+        name = str(payload.emoji)
+        if name not in (up, down):
+            return
+        res = await bot.votes.vote(payload.message_id, payload.guild_id, payload.user_id, up=name == up, add=add)
+        if res is None or not res.changed or not add or name != up:
+            return
+        if cfg.hof_channel and res.up >= cfg.threshold(bot.settings) and await bot.votes.claim_hall_of_fame(res.job_id):
+            await self._hall_of_fame(res.job_id, cfg.hof_channel)
+
+    async def _hall_of_fame(self, job_id: str, channel_id: int) -> None:
+        g = await self.bot.votes.get(job_id)
+        if g is None:
+            return
+        embed = discord.Embed(title="🏆 Hall of fame", description=f"**{g.prompt}** by <@{g.user}>\n[original]({g.link})")
+        embed.add_field(name="votes", value=f"{g.up}👍 {g.down}👎")
+        if g.image_url:
+            embed.set_image(url=g.image_url)
+        try:
+            await self.bot.get_partial_messageable(channel_id, guild_id=g.guild).send(
+                embed=embed, allowed_mentions=discord.AllowedMentions.none())
+        except discord.HTTPException:
+            log.warning("hall of fame post for %s failed", job_id, exc_info=True)
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(Votes(bot))

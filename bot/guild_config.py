@@ -1,0 +1,46 @@
+"""Per-server settings changed with /config, stored as one JSON value per guild in Redis."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from bot.settings import BotSettings
+
+
+class GuildConfig(BaseModel):
+    allowed_channels: list[int] = Field(default_factory=list)  # empty: every channel
+    max_jobs: int | None = Field(None, ge=1, le=100)  # None: the deployment default
+    cooldown_s: float | None = Field(None, ge=0, le=3600)
+    banned_words: list[str] = Field(default_factory=list)
+    hof_channel: int | None = None
+    hof_threshold: int | None = Field(None, ge=1, le=1000)
+    vote_up: str | None = None
+    vote_down: str | None = None
+
+    def user_limit(self, s: BotSettings) -> int:
+        return self.max_jobs or s.user_max_jobs
+
+    def cooldown(self, s: BotSettings) -> float:
+        return s.cooldown_s if self.cooldown_s is None else self.cooldown_s
+
+    def threshold(self, s: BotSettings) -> int:
+        return self.hof_threshold or s.hof_threshold
+
+    def emojis(self, s: BotSettings) -> tuple[str, str]:
+        return self.vote_up or s.vote_up, self.vote_down or s.vote_down
+
+
+class GuildConfigStore:
+    def __init__(self, redis, prefix: str):
+        self.redis, self.prefix = redis, prefix
+
+    def _key(self, guild: int) -> str:
+        return f"{self.prefix}bot:guild:{guild}:config"
+
+    async def get(self, guild: int | None) -> GuildConfig:
+        if guild is None:
+            return GuildConfig()
+        raw = await self.redis.get(self._key(guild))
+        return GuildConfig.model_validate_json(raw) if raw else GuildConfig()
+
+    async def put(self, guild: int, cfg: GuildConfig) -> None:
+        await self.redis.set(self._key(guild), cfg.model_dump_json())

@@ -1,0 +1,158 @@
+"""Checks that run before anything is queued. Each returns the refusal text, or None when fine.
+
+Pure functions over plain values (plus two small Redis helpers for the cooldown), so they are
+tested without Discord. The texts are shown to the member as they are: say what and what to do.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from jobs.schemas import MAX_LABEL_CHARS, MAX_LABELS, MAX_PROMPT_CHARS, MAX_QUERY_CHARS, MIN_LABELS
+from worker.api import JobError
+from worker.images import SUPPORTED_NAMES, decode_image, describe_content, sniff_image_type
+from worker.imagine.prompts import parse_prompts
+
+from bot.guild_config import GuildConfig
+from bot.settings import BotSettings
+
+_IMAGE_EXT = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class Refused(Exception):
+    """A request we will not queue; str(e) is the ephemeral answer."""
+
+
+@dataclass(frozen=True)
+class AttachmentMeta:
+    """What Discord tells us about an attachment before we download it."""
+
+    filename: str
+    size: int
+    content_type: str | None
+    width: int | None
+    height: int | None
+
+
+def _mb(n: float) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def check_channel(cfg: GuildConfig, channel_id: int | None) -> str | None:
+    if cfg.allowed_channels and channel_id not in cfg.allowed_channels:
+        where = ", ".join(f"<#{c}>" for c in cfg.allowed_channels)
+        return f"I don't take commands in this channel. Use {where}."
+    return None
+
+
+def find_banned(cfg: GuildConfig, *texts: str) -> str | None:
+    """Whole-word, case-insensitive match against the server's banned words."""
+    for word in cfg.banned_words:
+        rx = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
+        if any(rx.search(t or "") for t in texts):
+            return f"Your request contains a word this server does not allow ({word!r}). Rephrase it and try again."
+    return None
+
+
+def check_attachment_meta(att: AttachmentMeta, s: BotSettings) -> str | None:
+    """Type, size and dimensions as Discord reports them: refuse before downloading anything."""
+    ctype = (att.content_type or "").split(";")[0].strip().lower()
+    looks_image = ctype.startswith("image/") or (not ctype and att.filename.lower().endswith(_IMAGE_EXT))
+    if not looks_image:
+        what = ctype or "a file of unknown type"
+        return f"`{att.filename}` is {what}, not an image. Attach a {SUPPORTED_NAMES} image."
+    if att.size > s.max_attachment_bytes:
+        return f"`{att.filename}` is {_mb(att.size)}; the limit is {_mb(s.max_attachment_bytes)}. Send a smaller image."
+    if att.width is not None and att.height is not None:
+        return _check_dims(att.filename, att.width, att.height, s)
+    return None
+
+
+def _check_dims(name: str, w: int, h: int, s: BotSettings) -> str | None:
+    if min(w, h) < s.min_image_side:
+        return f"`{name}` is only {w}x{h} pixels; send an image at least {s.min_image_side}x{s.min_image_side}."
+    if max(w, h) > s.max_image_side:
+        return f"`{name}` is {w}x{h} pixels; the largest side may be {s.max_image_side}. Send a smaller image."
+    return None
+
+
+def check_image_bytes(name: str, data: bytes, s: BotSettings) -> str | None:
+    """The downloaded bytes: really an image we decode, within size and dimensions. CPU: run in a thread."""
+    if len(data) > s.max_attachment_bytes:
+        return f"`{name}` is {_mb(len(data))}; the limit is {_mb(s.max_attachment_bytes)}. Send a smaller image."
+    if sniff_image_type(data) is None:
+        return f"`{name}` is not a supported image: it looks like {describe_content(data)}. Send a {SUPPORTED_NAMES} image."
+    try:
+        img = decode_image(data, max_bytes=s.max_attachment_bytes, max_pixels=s.max_image_side ** 2)
+    except JobError as e:
+        return f"`{name}`: {e}"
+    return _check_dims(name, img.width, img.height, s)
+
+
+def parse_labels(raw: str) -> list[str]:
+    """'red circle, blue square' -> labels; raises Refused saying what to fix."""
+    labels = [p.strip() for p in raw.split(",")]
+    labels = [p for p in labels if p]
+    seen, unique = set(), []
+    for label in labels:
+        if label.casefold() not in seen:
+            seen.add(label.casefold())
+            unique.append(label)
+    if len(unique) < MIN_LABELS:
+        raise Refused(f"Give at least {MIN_LABELS} different labels, separated by commas, e.g. `red circle, blue square`.")
+    if len(unique) > MAX_LABELS:
+        raise Refused(f"That is {len(unique)} labels; the limit is {MAX_LABELS}.")
+    long = next((x for x in unique if len(x) > MAX_LABEL_CHARS), None)
+    if long:
+        raise Refused(f"The label {long[:40]!r}... is {len(long)} characters; the limit is {MAX_LABEL_CHARS}.")
+    return unique
+
+
+def check_prompt(raw: str) -> str | None:
+    if len(raw) > MAX_PROMPT_CHARS:
+        return f"The prompt is {len(raw)} characters long; the limit is {MAX_PROMPT_CHARS}."
+    try:
+        parse_prompts(raw)
+    except JobError as e:
+        return str(e)
+    return None
+
+
+def check_query(raw: str) -> str | None:
+    if not raw.strip():
+        return "The search text is empty: describe what you are looking for."
+    if len(raw) > MAX_QUERY_CHARS:
+        return f"The search text is {len(raw)} characters long; the limit is {MAX_QUERY_CHARS}."
+    return None
+
+
+def parse_size(raw: str | None) -> tuple[int, int]:
+    """'256x256' or '256' -> (w, h); None -> (0, 0) = worker default. Raises Refused."""
+    if not raw:
+        return 0, 0
+    m = re.fullmatch(r"\s*(\d{1,4})\s*(?:[x×X*]\s*(\d{1,4}))?\s*", raw)
+    if not m:
+        raise Refused(f"Size {raw!r} is not WIDTHxHEIGHT, e.g. `256x256`.")
+    w = int(m.group(1))
+    h = int(m.group(2) or w)
+    if not (16 <= w <= 1024 and 16 <= h <= 1024):
+        raise Refused(f"Size {w}x{h} is out of range: each side must be between 16 and 1024.")
+    return w, h
+
+
+class Cooldowns:
+    """Least time between two accepted jobs of one member in one server (Redis keys with a TTL)."""
+
+    def __init__(self, redis, prefix: str):
+        self.redis, self.prefix = redis, prefix
+
+    def _key(self, guild: int | None, user: int) -> str:
+        return f"{self.prefix}bot:cooldown:{guild or 0}:{user}"
+
+    async def left(self, guild: int | None, user: int) -> float:
+        ms = await self.redis.pttl(self._key(guild, user))
+        return max(ms, 0) / 1000.0
+
+    async def start(self, guild: int | None, user: int, seconds: float) -> None:
+        if seconds > 0:
+            await self.redis.set(self._key(guild, user), b"1", px=max(1, int(seconds * 1000)))

@@ -1,0 +1,131 @@
+"""Votes on generations: per-user sets in Redis, a per-guild leaderboard, the hall of fame once.
+
+Everything lives in Redis, so counts survive restarts. A Lua script makes "record this voter and
+update the tally" one atomic step: a repeated reaction event (gateway resend, a user toggling
+fast) changes nothing, and two bots sharing one Redis cannot double count.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+_VOTE = """
+-- KEYS: voters set, generation hash, guild leaderboard zset
+-- ARGV: user, 'add'|'remove', field ('up'|'down'), job id
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0} end
+local changed
+if ARGV[2] == 'add' then changed = redis.call('SADD', KEYS[1], ARGV[1])
+else changed = redis.call('SREM', KEYS[1], ARGV[1]) end
+if changed == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[3], ARGV[2] == 'add' and 1 or -1)
+end
+local up = tonumber(redis.call('HGET', KEYS[2], 'up') or '0')
+local down = tonumber(redis.call('HGET', KEYS[2], 'down') or '0')
+if changed == 1 then redis.call('ZADD', KEYS[3], up - down, ARGV[4]) end
+return {changed, up, down}
+"""
+
+PERIODS = {"day": 86400, "week": 7 * 86400, "month": 30 * 86400, "all": None}
+
+
+@dataclass(frozen=True)
+class Generation:
+    job_id: str
+    guild: int
+    channel: int
+    message_id: int
+    user: int
+    prompt: str
+    created: float
+    up: int = 0
+    down: int = 0
+    image_url: str = ""
+
+    @property
+    def score(self) -> int:
+        return self.up - self.down
+
+    @property
+    def link(self) -> str:
+        return f"https://discord.com/channels/{self.guild}/{self.channel}/{self.message_id}"
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    job_id: str
+    changed: bool
+    up: int
+    down: int
+
+
+class VoteBook:
+    def __init__(self, redis, prefix: str):
+        self.redis, self.p = redis, f"{prefix}bot:"
+        self._vote = redis.register_script(_VOTE)
+
+    def _gen(self, job_id: str) -> str:
+        return f"{self.p}gen:{job_id}"
+
+    async def register(self, g: Generation) -> None:
+        """A finished generation's message becomes votable (idempotent: keeps existing counts)."""
+        key = self._gen(g.job_id)
+        fields = {"guild": g.guild, "channel": g.channel, "message_id": g.message_id, "user": g.user,
+                  "prompt": g.prompt, "created": g.created, "image_url": g.image_url}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping=fields)
+        pipe.hsetnx(key, "up", 0)
+        pipe.hsetnx(key, "down", 0)
+        pipe.set(f"{self.p}genmsg:{g.message_id}", g.job_id)
+        pipe.zadd(f"{self.p}top:{g.guild}", {g.job_id: 0}, nx=True)
+        await pipe.execute()
+
+    async def job_for_message(self, message_id: int) -> str | None:
+        raw = await self.redis.get(f"{self.p}genmsg:{message_id}")
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def vote(self, message_id: int, guild: int, user: int, up: bool, add: bool) -> VoteResult | None:
+        """Record one reaction; None when the message is not a generation."""
+        job_id = await self.job_for_message(message_id)
+        if job_id is None:
+            return None
+        field = "up" if up else "down"
+        changed, n_up, n_down = await self._vote(
+            keys=[f"{self.p}voters:{job_id}:{field}", self._gen(job_id), f"{self.p}top:{guild}"],
+            args=[user, "add" if add else "remove", field, job_id],
+        )
+        if changed == -1:
+            return None
+        return VoteResult(job_id, bool(changed), int(n_up), int(n_down))
+
+    async def claim_hall_of_fame(self, job_id: str) -> bool:
+        """True exactly once per generation: the caller reposts it."""
+        return bool(await self.redis.set(f"{self.p}hof:{job_id}", b"1", nx=True))
+
+    async def get(self, job_id: str) -> Generation | None:
+        h = await self.redis.hgetall(self._gen(job_id))
+        if not h:
+            return None
+        h = {k.decode(): v.decode() for k, v in h.items()}
+        return Generation(job_id=job_id, guild=int(h["guild"]), channel=int(h["channel"]),
+                          message_id=int(h["message_id"]), user=int(h["user"]), prompt=h["prompt"],
+                          created=float(h["created"]), up=int(h.get("up", 0)), down=int(h.get("down", 0)),
+                          image_url=h.get("image_url", ""))
+
+    async def top(self, guild: int, period: str = "all", n: int = 10) -> list[Generation]:
+        """Most-voted generations of a guild created within the period, best first."""
+        span = PERIODS[period]
+        since = 0.0 if span is None else time.time() - span
+        out: list[Generation] = []
+        start, page = 0, 200
+        while len(out) < n:  # walk the leaderboard best-first, skipping ones outside the period
+            ids = await self.redis.zrevrange(f"{self.p}top:{guild}", start, start + page - 1)
+            if not ids:
+                break
+            for raw in ids:
+                g = await self.get(raw.decode())
+                if g is not None and g.created >= since and g.up + g.down > 0:
+                    out.append(g)
+                    if len(out) == n:
+                        break
+            start += page
+        return out

@@ -1,0 +1,162 @@
+"""Shared set-up for the bot tests: a real Redis, the fake Discord, the real bot, a worker.
+
+(Named test_bot_*.py to live in the bot's room; it holds fixtures and helpers, no tests.)
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from jobs.embedded import RedisServer, free_port
+from jobs.schemas import Cancelled, Failed, Progress, Result, Started
+from jobs.transport import FAST, IMAGINE, Queue, cancel_by, queue_from_url
+
+from bot.app import ClipBot, point_discord_at
+from bot.settings import BotSettings
+from tests.fake_discord import FakeDiscord
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def png_bytes(size=(64, 64), color=(200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class Harness:
+    """One fake Discord + one Redis; the bot can be started, stopped and restarted."""
+
+    def __init__(self, fake: FakeDiscord, redis_url: str, tmp: Path):
+        self.fake = fake
+        self.redis_url = redis_url
+        self.tmp = tmp
+        self.bot: ClipBot | None = None
+        self._task: asyncio.Task | None = None
+        self.queue: Queue = queue_from_url(redis_url)  # the tests' own handle (inspection, in-test worker)
+        self.settings_overrides: dict = {}
+
+    async def start_bot(self, **overrides) -> ClipBot:
+        s = dict(token="test-token", api_base=self.fake.api_base, gateway_url=self.fake.gateway_url,
+                 edit_interval_s=0.5, cooldown_s=0.0, user_max_jobs=3,
+                 guild_ready_timeout_s=0.05)
+        s.update(self.settings_overrides)
+        s.update(overrides)
+        settings = BotSettings(**s)
+        point_discord_at(settings.api_base, settings.gateway_url)
+        self.fake.identifies.clear()
+        self.bot = ClipBot(settings, queue_from_url(self.redis_url), consumer="bot-test")
+        self._task = asyncio.create_task(self.bot.start(settings.token))
+        await self.fake.wait_ready()
+        await asyncio.wait_for(self.bot.wait_until_ready(), 20)
+        return self.bot
+
+    async def stop_bot(self) -> None:
+        if self.bot is not None:
+            await asyncio.wait_for(self.bot.close(), 10)
+            try:
+                await asyncio.wait_for(self._task, 10)
+            except Exception:
+                pass
+            await self.bot.queue.redis.aclose()
+            self.bot = None
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    srv = RedisServer(tmp_path / "redis", port=free_port())
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+async def harness(redis_server, tmp_path):
+    fake = await FakeDiscord().start()
+    h = Harness(fake, redis_server.url, tmp_path)
+    try:
+        yield h
+    finally:
+        await h.stop_bot()
+        await h.queue.redis.aclose()
+        await fake.stop()
+
+
+class ScriptedWorker:
+    """An in-test worker on the real transport: takes real jobs from Redis and publishes real
+    events, with timing the test controls (how many progress frames, how fast, a pause button).
+    The engines are not the point here (the end-to-end tests run the real worker); the bot's
+    handling of the event stream is."""
+
+    def __init__(self, queue: Queue, steps: int = 6, step_delay: float = 0.05):
+        self.queue = queue
+        self.steps = steps
+        self.step_delay = step_delay
+        self.gallery: dict[int, list[dict]] = {}
+        self.seen: list = []
+        self.hold = asyncio.Event()
+        self.hold.set()  # clear() to keep imagine jobs running until set()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> "ScriptedWorker":
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        # a flag, not only cancel(): redis-py can swallow a CancelledError mid-command
+        self._stopping = True
+        if self._task:
+            await asyncio.wait([self._task], timeout=5)
+
+    async def _run(self) -> None:
+        tasks = set()
+        self._stopping = False
+        while not self._stopping:
+            for lane in (FAST, IMAGINE):
+                for d in await self.queue.take(lane, "scripted", count=5, block_ms=None):
+                    self.seen.append(d.job)
+                    t = asyncio.create_task(self._handle(d))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+            await asyncio.sleep(0.02)
+
+    async def _handle(self, d) -> None:
+        job, q = d.job, self.queue
+        await q.publish(d, Started(job_id=job.id, seq=0, worker="scripted"))
+        if job.kind == "classify":
+            n = len(job.labels)
+            scores = [2.0 ** -(i + 1) for i in range(n)]
+            scores[-1] += 1 - sum(scores)
+            data = {"labels": [{"label": l, "score": s} for l, s in zip(job.labels, scores)]}
+            await q.finish(d, Result(job_id=job.id, seq=0, data=data))
+        elif job.kind == "index":
+            items = self.gallery.setdefault(job.guild, [])
+            items.extend(i.model_dump(exclude={"image"}) for i in job.add)
+            await q.finish(d, Result(job_id=job.id, seq=0, data={"added": len(job.add)}))
+        elif job.kind == "find":
+            hits = [{**i, "score": 0.9 - 0.1 * k} for k, i in enumerate(self.gallery.get(job.guild, [])[: job.top])]
+            await q.finish(d, Result(job_id=job.id, seq=0, data={"hits": hits}))
+        elif job.kind == "imagine":
+            total = self.steps
+            for step in range(1, total + 1):
+                await self.hold.wait()
+                flag = await q.cancel_flag(job.id)
+                if flag:
+                    await q.finish(d, Cancelled(job_id=job.id, seq=0, by=cancel_by(flag)))
+                    return
+                key = await q.put_blob(png_bytes((32, 32), (step * 30 % 256, 80, 160)))
+                await q.publish(d, Progress(job_id=job.id, seq=0, step=step, total=total, preview=key))
+                await asyncio.sleep(self.step_delay)
+            png = await q.put_blob(png_bytes((64, 64), (10, 200, 10)))
+            gif = await q.put_blob(b"GIF89a" + b"\x00" * 32)
+            await q.finish(d, Result(job_id=job.id, seq=0, data={"seed": job.seed, "steps": total, "clip_score": 0.31},
+                                     blobs={"png": png, "gif": gif}))
