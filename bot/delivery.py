@@ -98,11 +98,16 @@ class Delivery:
         return track
 
     async def _run_job(self, job_id: str, track: _JobTrack) -> None:
-        while True:
+        idle = 0
+        while not self._stopping:  # the flag as well as cancel(): redis-py can swallow a CancelledError
             try:
-                d = await asyncio.wait_for(track.inbox.get(), timeout=600)
-            except asyncio.TimeoutError:  # a job that went quiet; its next event restarts a task
-                break
+                d = await asyncio.wait_for(track.inbox.get(), timeout=1.0)
+            except asyncio.TimeoutError:
+                idle += 1
+                if idle >= 600:  # a job that went quiet; its next event starts a new task
+                    break
+                continue
+            idle = 0
             final = isinstance(d.event, FINAL_EVENTS)
             await self._apply(job_id, track, d)
             if final:

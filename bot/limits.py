@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from jobs.schemas import MAX_LABEL_CHARS, MAX_LABELS, MAX_PROMPT_CHARS, MAX_QUERY_CHARS, MIN_LABELS
+from jobs.schemas import MAX_PROMPT_CHARS, MAX_QUERY_CHARS
 from worker.api import JobError
+from worker.clip.labels import validate_labels
 from worker.images import SUPPORTED_NAMES, decode_image, describe_content, sniff_image_type
 from worker.imagine.prompts import parse_prompts
 
@@ -90,22 +91,11 @@ def check_image_bytes(name: str, data: bytes, s: BotSettings) -> str | None:
 
 
 def parse_labels(raw: str) -> list[str]:
-    """'red circle, blue square' -> labels; raises Refused saying what to fix."""
-    labels = [p.strip() for p in raw.split(",")]
-    labels = [p for p in labels if p]
-    seen, unique = set(), []
-    for label in labels:
-        if label.casefold() not in seen:
-            seen.add(label.casefold())
-            unique.append(label)
-    if len(unique) < MIN_LABELS:
-        raise Refused(f"Give at least {MIN_LABELS} different labels, separated by commas, e.g. `red circle, blue square`.")
-    if len(unique) > MAX_LABELS:
-        raise Refused(f"That is {len(unique)} labels; the limit is {MAX_LABELS}.")
-    long = next((x for x in unique if len(x) > MAX_LABEL_CHARS), None)
-    if long:
-        raise Refused(f"The label {long[:40]!r}... is {len(long)} characters; the limit is {MAX_LABEL_CHARS}.")
-    return unique
+    """'red circle, blue square' -> labels (the worker's own validation, run before queueing). Raises Refused."""
+    try:
+        return validate_labels(raw)
+    except JobError as e:
+        raise Refused(str(e)) from None
 
 
 def check_prompt(raw: str) -> str | None:

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from jobs.embedded import RedisServer, free_port
 from jobs.schemas import Cancelled, Failed, Progress, Result, Started
 from jobs.transport import FAST, IMAGINE, Queue, cancel_by, queue_from_url
 
@@ -72,15 +71,7 @@ class Harness:
 
 
 @pytest.fixture
-def redis_server(tmp_path):
-    srv = RedisServer(tmp_path / "redis", port=free_port())
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-async def harness(redis_server, tmp_path):
+async def harness(redis_server, tmp_path):  # redis_server: tests/conftest.py (a real redis-server)
     fake = await FakeDiscord().start()
     h = Harness(fake, redis_server.url, tmp_path)
     try:
