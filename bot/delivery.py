@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from jobs.schemas import Cancelled, Event, Failed, FINAL_EVENTS, GalleryItem, IndexJob, Origin, Progress, Result, Started
-from jobs.transport import EventDelivery, EventReader
+from jobs.transport import EventDelivery, EventReader, cancel_by
 
 from bot import render
 from bot.jobstore import JobRecord
@@ -227,7 +227,9 @@ class Delivery:
         elif isinstance(ev, Failed):
             content = render.imagine_caption(job.prompt, rec.user, seed=job.seed, status=f"❌ failed: {ev.reason}")
         else:
-            by = f" by <@{ev.by}>" if getattr(ev, "by", None) else ""
+            # the cancel flag holds the id as text; the event's number can be rounded by Redis' Lua (a double)
+            by_id = cancel_by(await self.bot.queue.cancel_flag(job_id)) or getattr(ev, "by", None)
+            by = f" by <@{by_id}>" if by_id else ""
             content = render.imagine_caption(job.prompt, rec.user, seed=job.seed, status=f"🛑 cancelled{by}")
         kwargs = {"content": content, "allowed_mentions": discord.AllowedMentions.none()}
         msg: discord.Message | None = None

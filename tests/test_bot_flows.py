@@ -291,7 +291,8 @@ async def test_queue_and_cancel_commands(harness, worker):
     text = cb.json["data"]["content"]
     assert cb.json["data"]["flags"] & EPHEMERAL
     assert "imagine a red square" in text and "imagine a blue square" in text and "Workers online" in text
-    inter = await fake.slash("cancel", fake.user("eve"), job=worker.seen[0].id)
+    mine = await harness.queue.user_jobs(ann.id)
+    inter = await fake.slash("cancel", fake.user("eve"), job=mine[0].id)
     cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
     assert "Only the member" in cb.json["data"]["content"]
     inter = await fake.slash("cancel", ann)  # default: the newest job
