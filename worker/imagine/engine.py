@@ -259,7 +259,7 @@ class ImagineEngine:
             z_init = z.clone() if job.init_weight > 0 else None
         else:
             z = self.vqgan.random_latent(fh, fw, gen, cfg.init_grid)
-        z.requires_grad_(True)
+        z = z.contiguous().requires_grad_(True)  # NCHW like the batch's torch.cat: same kernels
         return _Run(
             job=job, ctx=ctx, width=width, height=height, steps=steps, seed=seed, prompt_text=job.prompt,
             targets=targets_t, weights=weights_t,

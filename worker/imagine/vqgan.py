@@ -174,7 +174,7 @@ class VQGAN(nn.Module):
         with torch.no_grad():
             flat = z.movedim(1, -1)
             dist = flat.pow(2).sum(-1, keepdim=True) + self.codebook_sq - 2 * flat @ self.codebook.T
-            return self.codebook[dist.argmin(-1)].movedim(-1, 1)
+            return self.codebook[dist.argmin(-1)].movedim(-1, 1).contiguous()
 
     def quantize(self, z: Tensor) -> Tensor:
         """Nearest codebook vectors in the forward pass, identity in the backward (straight-through)."""
@@ -194,7 +194,8 @@ class VQGAN(nn.Module):
         gh, gw = (h, w) if grid <= 0 else (min(grid, h), min(grid, w))
         idx = torch.randint(self.n_embed, (gh * gw,), generator=generator, device=generator.device)
         z = self.codebook[idx.to(self.device)].T.reshape(1, self.embed_dim, gh, gw)
-        return F.interpolate(z, size=(h, w), mode="nearest") if (gh, gw) != (h, w) else z.clone()
+        z = F.interpolate(z, size=(h, w), mode="nearest") if (gh, gw) != (h, w) else z
+        return z.contiguous().clone()  # plain NCHW: kernels (and their rounding) depend on strides
 
     def encode(self, x: Tensor) -> Tensor:
         """Quantised latents of images x (B, 3, H, W) in [0, 1]; loads the encoder on first use."""
