@@ -1,0 +1,159 @@
+"""End to end: the real bot (discord.py over sockets to the fake Discord), a real Redis, and a real
+`python -m worker` subprocess running tiny random CLIP and VQGAN models from tests/factories.py.
+
+One Redis and one worker serve the whole module (the worker loads torch once); each test has its
+own fake Discord (its own guild, users and channels), so tests do not see each other's state.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+import time
+
+import pytest
+from PIL import Image
+
+from jobs.embedded import RedisServer, free_port
+from tests.factories import make_clip_dir, make_vqgan_files
+from tests.fake_discord import EPHEMERAL, FakeDiscord, PERM_VIEW_SEND
+from tests.test_bot_harness import Harness, png_bytes
+from worker.loop import spawn_worker
+
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """(redis url, worker process): tiny models, 32x32 images, few steps, frequent previews."""
+    root = tmp_path_factory.mktemp("e2e")
+    clip_dir = make_clip_dir(root / "clip")
+    vq_cfg, vq_ckpt = make_vqgan_files(root / "vqgan")
+    srv = RedisServer(root / "redis", port=free_port())
+    srv.start()
+    env = {"CLIP_MODEL": str(clip_dir), "VQGAN_CONFIG": str(vq_cfg), "VQGAN_CHECKPOINT": str(vq_ckpt),
+           "CLIPBOT_DEVICE": "cpu", "CLIPBOT_WORKER_ID": "e2e-worker", "CLIPBOT_PROGRESS_INTERVAL_S": "0.05",
+           "CLIPBOT_HEARTBEAT_S": "0.5", "CLIPBOT_IMAGINE_WIDTH": "32", "CLIPBOT_IMAGINE_HEIGHT": "32",
+           "CLIPBOT_IMAGINE_MIN_SIDE": "16", "CLIPBOT_IMAGINE_STEPS": "8", "CLIPBOT_IMAGINE_CUTOUTS": "4",
+           "CLIPBOT_IMAGINE_PREVIEW_EVERY": "1", "CLIPBOT_IMAGINE_GIF_FRAMES": "4", "CLIPBOT_IMAGINE_GIF_SIZE": "32",
+           "CLIPBOT_IMAGINE_PREVIEW_SIZE": "32", "CLIPBOT_IMAGINE_BATCH_SIZE": "2", "OMP_NUM_THREADS": "1",
+           "CLIPBOT_SHUTDOWN_GRACE_S": "1", "PYTHONUNBUFFERED": "1"}
+    log_path = root / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = spawn_worker(srv.url, env, stdout=subprocess.DEVNULL, stderr=log)
+    proc.log_path = log_path
+    yield srv.url, proc
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    srv.stop()
+
+
+@pytest.fixture
+async def h(stack, tmp_path):
+    url, proc = stack
+    fake = await FakeDiscord().start()
+    harness = Harness(fake, url, tmp_path)
+    harness.worker = proc
+    deadline = time.monotonic() + 90  # the worker registers once its models are loaded
+    while not await harness.queue.workers():
+        assert proc.poll() is None, proc.log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, "worker did not come up: " + proc.log_path.read_text()[-3000:]
+        await asyncio.sleep(0.2)
+    await harness.start_bot(edit_interval_s=0.3)
+    try:
+        yield harness
+    finally:
+        await harness.stop_bot()
+        await harness.queue.redis.aclose()
+        await fake.stop()
+
+
+def has_file(name):
+    return lambda c: any(f.filename == name for f in c.files)
+
+
+async def imagine(h, user, prompt, **opts):
+    fake = h.fake
+    inter = await fake.slash("imagine", user, prompt=prompt, **opts)
+    cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
+    msg = await fake.wait_for(lambda: next((m for m in fake.channel_messages(via="channel") if prompt in m["content"]), None))
+    return inter, cb, msg
+
+
+async def test_classify_with_the_real_worker(h):
+    fake = h.fake
+    inter = await fake.slash("classify", fake.user("ann"), image=fake.upload(png_bytes(), "s.png", "image/png", 64, 64),
+                             labels="red circle, blue square, green star")
+    cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
+    assert cb.json["type"] == 5 and cb.at - inter.sent_at < 3.0
+    final = await fake.wait_call("PATCH", rf"/webhooks/\d+/{inter.token}/messages/",
+                                 where=lambda c: "```" in (c.json or {}).get("content", ""), timeout=60)
+    rows = [l for l in final.json["content"].split("\n") if l.endswith("%")]
+    assert sorted(r.split()[0] for r in rows) == ["blue", "green", "red"]
+    pct = [float(r.rsplit(" ", 1)[-1].rstrip("%")) for r in rows]
+    assert pct == sorted(pct, reverse=True) and abs(sum(pct) - 100) < 0.5
+
+
+async def test_imagine_find_and_gallery_with_the_real_worker(h):
+    fake = h.fake
+    ann = fake.user("ann")
+    inter, cb, msg = await imagine(h, ann, "a red circle", size="32x32", steps=80, seed=3)
+    assert cb.at - inter.sent_at < 3.0 and "position" in cb.json["data"]["content"]
+    mid = msg["id"]
+    final = await fake.wait_call("PATCH", rf"/channels/\d+/messages/{mid}$", where=has_file("imagine.png"), timeout=90)
+    edits = [c for c in fake.find_calls("PATCH", rf"/channels/\d+/messages/{mid}$") if c.status == 200]
+    previews = [c for c in edits if has_file("preview.png")(c)]
+    assert previews, edits  # at least one live preview reached Discord
+    assert all(b.at - a.at >= 0.3 - 0.02 for a, b in zip(edits, edits[1:]))
+    png = next(f for f in final.files if f.filename == "imagine.png")
+    assert Image.open(io.BytesIO(png.data)).size == (32, 32)
+    gif = next(f for f in final.files if f.filename == "timelapse.gif")
+    assert gif.data.startswith(b"GIF8")
+    assert "seed `3`" in final.json["content"] and "steps `80`" in final.json["content"]
+    await fake.wait_for(lambda: fake.bot_reactions(mid) == ["👍", "👎"])
+    # a member's picture, added through the message menu
+    art = fake.post_user_message(ann, "my blue square", [fake.upload(png_bytes(color=(0, 0, 255)), "b.png", "image/png", 64, 64)])
+    inter = await fake.message_command("Add to gallery", ann, art)
+    await fake.wait_call("PATCH", rf"/webhooks/\d+/{inter.token}/messages/",
+                         where=lambda c: "Added 1 image" in (c.json or {}).get("content", ""), timeout=60)
+    # the finished generation was indexed too: /find sees both
+    async def found():
+        inter = await fake.slash("find", ann, query="a red circle", top=5)
+        res = await fake.wait_call("PATCH", rf"/webhooks/\d+/{inter.token}/messages/",
+                                   where=lambda c: "matches" in (c.json or {}).get("content", "")
+                                   or "nothing" in (c.json or {}).get("content", ""), timeout=60)
+        return res.json.get("embeds", [])
+    for _ in range(20):
+        embeds = await found()
+        if len(embeds) == 2:
+            break
+        await asyncio.sleep(0.3)
+    links = {e["url"] for e in embeds}
+    assert any(link.endswith(f"/{mid}") for link in links) and any(link.endswith(f"/{art['id']}") for link in links)
+    assert all("score" in e["title"] and e["thumbnail"]["url"] for e in embeds)
+
+
+async def test_cancel_and_restart_with_the_real_worker(h):
+    fake = h.fake
+    ann = fake.user("ann")
+    _, _, msg = await imagine(h, ann, "a slow green star", steps=400)
+    await fake.wait_call("PATCH", rf"/channels/\d+/messages/{msg['id']}$", where=has_file("preview.png"), timeout=60)
+    inter = await fake.click(msg, f"clipbot:cancel:{(await h.queue.user_jobs(ann.id))[0].id}", ann)
+    cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
+    assert "Cancelling" in cb.json["data"]["content"] and cb.json["data"]["flags"] & EPHEMERAL
+    await fake.wait_call("PATCH", rf"/channels/\d+/messages/{msg['id']}$",
+                         where=lambda c: f"cancelled by <@{ann.id}>" in (c.json or {}).get("content", ""), timeout=60)
+    # a result that arrives while the bot is down is posted when it comes back
+    _, _, msg = await imagine(h, ann, "a quick blue circle", steps=6)
+    await h.stop_bot()
+    stopped = time.monotonic()
+    deadline = time.monotonic() + 60
+    while (await h.queue.user_jobs(ann.id)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert not await h.queue.user_jobs(ann.id)  # finished while the bot was away
+    assert not fake.find_calls("PATCH", rf"/channels/\d+/messages/{msg['id']}$", since=stopped + 0.5)
+    await h.start_bot(edit_interval_s=0.3)
+    await fake.wait_call("PATCH", rf"/channels/\d+/messages/{msg['id']}$", where=has_file("imagine.png"), timeout=30)
