@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import sys
 
@@ -39,10 +40,11 @@ def main() -> int:
 
     url, server = resolve_redis_url(shared)
     worker = None
-    if server is not None or not shared.redis_url:
+    if not shared.redis_url:
         # single-machine mode: one local worker on the same embedded Redis
-        env = {**os.environ, "REDIS_URL": url}
-        worker = subprocess.Popen([sys.executable, "-m", "worker"], env=env)
+        from worker.loop import spawn_worker
+
+        worker = spawn_worker(url)
         logging.info("embedded Redis at %s; started local worker pid %d", url, worker.pid)
     try:
         asyncio.run(run(settings, url, shared))
@@ -69,6 +71,9 @@ async def run(settings: BotSettings, redis_url: str, shared) -> None:
     point_discord_at(settings.api_base, settings.gateway_url)
     queue = queue_from_url(redis_url, shared)
     bot = ClipBot(settings, queue)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # close cleanly so the worker and Redis are stopped too
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
     async with bot:
         await bot.start(settings.token)
 

@@ -23,20 +23,27 @@ from worker.loop import spawn_worker
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """(redis url, worker process): tiny models, 32x32 images, few steps, frequent previews."""
-    root = tmp_path_factory.mktemp("e2e")
+def worker_env(tmp_path_factory) -> dict:
+    """Worker environment: tiny models, 32x32 images, few steps, frequent previews."""
+    root = tmp_path_factory.mktemp("models")
     clip_dir = make_clip_dir(root / "clip")
     vq_cfg, vq_ckpt = make_vqgan_files(root / "vqgan")
-    srv = RedisServer(root / "redis", port=free_port())
-    srv.start()
-    env = {"CLIP_MODEL": str(clip_dir), "VQGAN_CONFIG": str(vq_cfg), "VQGAN_CHECKPOINT": str(vq_ckpt),
+    return {"CLIP_MODEL": str(clip_dir), "VQGAN_CONFIG": str(vq_cfg), "VQGAN_CHECKPOINT": str(vq_ckpt),
            "CLIPBOT_DEVICE": "cpu", "CLIPBOT_WORKER_ID": "e2e-worker", "CLIPBOT_PROGRESS_INTERVAL_S": "0.05",
            "CLIPBOT_HEARTBEAT_S": "0.5", "CLIPBOT_IMAGINE_WIDTH": "32", "CLIPBOT_IMAGINE_HEIGHT": "32",
            "CLIPBOT_IMAGINE_MIN_SIDE": "16", "CLIPBOT_IMAGINE_STEPS": "8", "CLIPBOT_IMAGINE_CUTOUTS": "4",
            "CLIPBOT_IMAGINE_PREVIEW_EVERY": "1", "CLIPBOT_IMAGINE_GIF_FRAMES": "4", "CLIPBOT_IMAGINE_GIF_SIZE": "32",
            "CLIPBOT_IMAGINE_PREVIEW_SIZE": "32", "CLIPBOT_IMAGINE_BATCH_SIZE": "2", "OMP_NUM_THREADS": "1",
            "CLIPBOT_SHUTDOWN_GRACE_S": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, worker_env):
+    """(redis url, worker process) shared by the module's tests."""
+    root = tmp_path_factory.mktemp("e2e")
+    srv = RedisServer(root / "redis", port=free_port())
+    srv.start()
+    env = worker_env
     log_path = root / "worker.log"
     with open(log_path, "wb") as log:
         proc = spawn_worker(srv.url, env, stdout=subprocess.DEVNULL, stderr=log)
@@ -157,3 +164,49 @@ async def test_cancel_and_restart_with_the_real_worker(h):
     assert not fake.find_calls("PATCH", rf"/channels/\d+/messages/{msg['id']}$", since=stopped + 0.5)
     await h.start_bot(edit_interval_s=0.3)
     await fake.wait_call("PATCH", rf"/channels/\d+/messages/{msg['id']}$", where=has_file("imagine.png"), timeout=30)
+
+
+async def test_python_m_bot_single_machine_mode(worker_env, tmp_path):
+    """`python -m bot` with REDIS_URL unset: embedded Redis + one local worker; Discord URLs from the env."""
+    import os
+    import signal
+    import sys
+
+    fake = await FakeDiscord().start()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(worker_env, DISCORD_TOKEN="test-token", DISCORD_API_BASE=fake.api_base,
+               DISCORD_GATEWAY_URL=fake.gateway_url, DATA_DIR=str(tmp_path / "data"), CLIPBOT_EDIT_INTERVAL_S="0.3")
+    env.pop("CLIPBOT_WORKER_ID")
+    log_path = tmp_path / "bot.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bot"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await fake.wait_ready(timeout=60)
+        ann = fake.user("ann")
+        inter = await fake.slash("classify", ann, image=fake.upload(png_bytes(), "s.png", "image/png", 64, 64),
+                                 labels="circle, square")
+        cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/", timeout=30)
+        assert cb.json["type"] == 5
+        await fake.wait_call("PATCH", rf"/webhooks/\d+/{inter.token}/messages/",  # the local worker answered
+                             where=lambda c: "```" in (c.json or {}).get("content", ""), timeout=90)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        text = log_path.read_text()
+        assert "started local worker" in text
+        pid = int(text.split("started local worker pid ")[1].split()[0])
+        await asyncio.sleep(0.2)
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        await fake.stop()
+
+
+def test_python_m_bot_requires_a_token(tmp_path):
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN"}
+    res = subprocess.run([sys.executable, "-m", "bot"], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "DISCORD_TOKEN is not set" in res.stderr
