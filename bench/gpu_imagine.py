@@ -116,9 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip-dtype", choices=["auto", "fp16", "fp32"], default="auto",
                    help="auto: fp16 on CUDA, fp32 on CPU (what the worker does)")
     p.add_argument("--tiny", action="store_true", help="tiny stand-in models (tests)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (CPU)")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
     device = torch.device(a.device)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("no CUDA device here: use --device cpu for a smoke run")
     dtype = {"fp16": torch.float16, "fp32": torch.float32}.get(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -149,13 +150,60 @@ def versus_reference(clip, vqgan, cfg: ImagineConfig, timed_steps: int, quality_
     return out
 
 
+def step_phases(clip, vqgan, cfg: ImagineConfig, n: int) -> dict:
+    """Where one job's step goes (the profile behind the numbers): the engine's own pieces,
+    timed one by one, median of n steps, in milliseconds."""
+    from worker.imagine.engine import spherical_distance
+
+    engine = ImagineEngine(clip, vqgan, ImagineConfig(**{**cfg.__dict__, "batch_size": 1}))
+    engine.add(jobs(1, 10_000)[0], QuietContext())
+    engine.step()
+    r = engine._running[0]
+    t = {k: [] for k in ("decode", "cutouts", "clip", "backward", "adam")}
+    for _ in range(n):
+        t0 = time.perf_counter()
+        image = engine.synth(r.z)
+        t1 = time.perf_counter()
+        cut = engine.cutouts(image, [r.gen])
+        t2 = time.perf_counter()
+        emb = clip.embed_pixels(cut).float().view(1, cfg.cutouts, 1, -1)
+        loss = (spherical_distance(emb, r.targets[None, None]).mean(1) * r.weights).sum()
+        t3 = time.perf_counter()
+        r.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t4 = time.perf_counter()
+        r.opt.step()
+        vqgan.clamp_(r.z)
+        t5 = time.perf_counter()
+        for k, a, b in zip(t, (t0, t1, t2, t3, t4), (t1, t2, t3, t4, t5)):
+            t[k].append(b - a)
+    return {f"phase_{k}_ms": round(1000 * median(v), 1) for k, v in t.items()}
+
+
+def _mem_available_gb() -> float:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("inf")
+
+
 def real_size(quick: bool, tiny: bool) -> dict:
     """bench/gpu_imagine.py on this CPU, in a subprocess: a one-step smoke run per size."""
-    sizes = "64" if tiny else ("256" if quick else "256,512")
+    if tiny:
+        sizes = "64"
+    else:
+        # one step at 256 px peaks near 4 GB on the CPU; activations grow with the pixels
+        want = [256] if quick else [256, 512]
+        sizes = ",".join(str(s) for s in want if _mem_available_gb() >= 5 * (s / 256) ** 2) or "256"
     cmd = [sys.executable, "-m", "bench.gpu_imagine", "--device", "cpu", "--sizes", sizes, "--k", "1",
            "--warmup", "0", "--steps", "1"]
     if tiny:
         cmd.append("--tiny")
+    if os.environ.get("CLIPBOT_BENCH_THREADS"):
+        cmd += ["--threads", os.environ["CLIPBOT_BENCH_THREADS"]]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"gpu_imagine failed: {proc.stderr[-2000:]}")
@@ -181,8 +229,9 @@ def run(quick: bool = False, tiny: bool = False) -> dict:
     ks = [1, 2] if tiny else ([1, 4] if quick else [1, 2, 4, 8])
     steps = 2 if (quick or tiny) else 10
     out.update(throughput(clip, vqgan, cfg, ks, steps))
-    timed, qsteps, seeds = (2, 3, [1]) if tiny else ((3, 10, [1]) if quick else (10, 50, [1, 2, 3]))
+    timed, qsteps, seeds = (2, 3, [1]) if tiny else ((3, 6, [1]) if quick else (10, 50, [1, 2, 3]))
     out.update(versus_reference(clip, vqgan, cfg, timed, qsteps, seeds))
+    out.update(step_phases(clip, vqgan, cfg, 2 if (tiny or quick) else 5))
     # seconds per step at the default size and cutouts: the interleaved engine figure
     out["s_per_step"] = out["engine_s_per_step"]
     out["projected_jobs_per_hour_k1_at_100_steps"] = round(3600 / (100 * out["engine_s_per_step"]), 1)
