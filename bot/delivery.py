@@ -47,7 +47,6 @@ class _JobTrack:
         self.inbox: asyncio.Queue[EventDelivery] = asyncio.Queue()
         self.task: asyncio.Task | None = None
         self.editor: LatestFrameEditor | None = None
-        self.message_lock = asyncio.Lock()
 
 
 class Delivery:
@@ -55,6 +54,7 @@ class Delivery:
         self.bot = bot
         self.reader = reader
         self._tracks: dict[str, _JobTrack] = {}
+        self._message_locks: dict[str, asyncio.Lock] = {}  # job id -> guards creating its one message
         self._task: asyncio.Task | None = None
         self._stopping = False
 
@@ -114,6 +114,7 @@ class Delivery:
                 break
         if track.inbox.empty():
             self._tracks.pop(job_id, None)
+            self._message_locks.pop(job_id, None)
             if track.editor:
                 await track.editor.close()
 
@@ -147,9 +148,8 @@ class Delivery:
 
     async def ensure_progress_message(self, job_id: str, status: str) -> JobRecord | None:
         """The one channel message (bot token) that shows this generation; created once."""
-        track = self._tracks.get(job_id) or _JobTrack()
-        self._tracks.setdefault(job_id, track)
-        async with track.message_lock:
+        lock = self._message_locks.setdefault(job_id, asyncio.Lock())
+        async with lock:
             rec = await self.bot.records.get(job_id)
             if rec is None or rec.message_id is not None or rec.channel is None:
                 return rec

@@ -123,6 +123,7 @@ async def test_votes_leaderboard_and_hall_of_fame_once(harness, worker):
     assert "a purple triangle" in post.json["embeds"][0]["description"]
     await fake.react(msg, cat, "👍", add=False)
     await fake.react(msg, cat, "👍")  # back at the threshold: no second repost
+    await asyncio.sleep(0.3)  # reactions are fire-and-forget gateway events: let the bot apply them
     inter = await fake.slash("top", bob, period="week")
     top = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
     desc = top.json["data"]["embeds"][0]["description"]
@@ -138,7 +139,6 @@ async def test_votes_survive_a_restart(harness, worker):
     await fake.wait_for(lambda: fake.bot_reactions(msg["id"]) == ["👍", "👎"], timeout=30)
     bob = fake.user("bob")
     await fake.react(msg, bob, "👍")
-    await fake.wait_for(lambda: True)
     await asyncio.sleep(0.3)
     await harness.stop_bot()
     await harness.start_bot()

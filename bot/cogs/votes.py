@@ -1,6 +1,7 @@
 """Reaction votes on generations (raw events: no message cache, no privileged intent) + hall of fame."""
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
@@ -12,6 +13,9 @@ log = logging.getLogger(__name__)
 class Votes(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
+        # discord.py runs each event handler as its own task; taking a FIFO lock before the first
+        # await applies reactions in gateway order (an un-react then re-react stays in that order).
+        self._lock = asyncio.Lock()
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
@@ -25,15 +29,18 @@ class Votes(commands.Cog):
         bot = self.bot
         if payload.guild_id is None or payload.user_id == bot.user.id:
             return  # the bot's own 👍/👎 are there to invite votes, not votes
-        cfg = await bot.configs.get(payload.guild_id)
-        up, down = cfg.emojis(bot.settings)
-        name = str(payload.emoji)
-        if name not in (up, down):
-            return
-        res = await bot.votes.vote(payload.message_id, payload.guild_id, payload.user_id, up=name == up, add=add)
-        if res is None or not res.changed or not add or name != up:
-            return
-        if cfg.hof_channel and res.up >= cfg.threshold(bot.settings) and await bot.votes.claim_hall_of_fame(res.job_id):
+        async with self._lock:
+            cfg = await bot.configs.get(payload.guild_id)
+            up, down = cfg.emojis(bot.settings)
+            name = str(payload.emoji)
+            if name not in (up, down):
+                return
+            res = await bot.votes.vote(payload.message_id, payload.guild_id, payload.user_id, up=name == up, add=add)
+            if res is None or not res.changed or not add or name != up:
+                return
+            famous = (cfg.hof_channel and res.up >= cfg.threshold(bot.settings)
+                      and await bot.votes.claim_hall_of_fame(res.job_id))
+        if famous:
             await self._hall_of_fame(res.job_id, cfg.hof_channel)
 
     async def _hall_of_fame(self, job_id: str, channel_id: int) -> None:
