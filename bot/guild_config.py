@@ -1,6 +1,8 @@
 """Per-server settings changed with /config, stored as one JSON value per guild in Redis."""
 from __future__ import annotations
 
+import time
+
 from pydantic import BaseModel, Field
 
 from bot.settings import BotSettings
@@ -30,8 +32,13 @@ class GuildConfig(BaseModel):
 
 
 class GuildConfigStore:
-    def __init__(self, redis, prefix: str):
-        self.redis, self.prefix = redis, prefix
+    """Configs in Redis, cached in-process for `cache_s` seconds: every command reads its server's
+    config before the 3-second deferral, so most reads should not wait on Redis. /config writes
+    through this store (the local cache updates at once); other bot processes see it within cache_s."""
+
+    def __init__(self, redis, prefix: str, cache_s: float = 5.0):
+        self.redis, self.prefix, self.cache_s = redis, prefix, cache_s
+        self._cache: dict[int, tuple[float, GuildConfig]] = {}
 
     def _key(self, guild: int) -> str:
         return f"{self.prefix}bot:guild:{guild}:config"
@@ -39,8 +46,14 @@ class GuildConfigStore:
     async def get(self, guild: int | None) -> GuildConfig:
         if guild is None:
             return GuildConfig()
+        hit = self._cache.get(guild)
+        if hit is not None and time.monotonic() - hit[0] < self.cache_s:
+            return hit[1]
         raw = await self.redis.get(self._key(guild))
-        return GuildConfig.model_validate_json(raw) if raw else GuildConfig()
+        cfg = GuildConfig.model_validate_json(raw) if raw else GuildConfig()
+        self._cache[guild] = (time.monotonic(), cfg)
+        return cfg
 
     async def put(self, guild: int, cfg: GuildConfig) -> None:
         await self.redis.set(self._key(guild), cfg.model_dump_json())
+        self._cache[guild] = (time.monotonic(), cfg)
