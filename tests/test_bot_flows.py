@@ -58,6 +58,7 @@ async def test_imagine_progress_edits_throttled_then_final_post(harness, worker)
     inter, cb, msg = await run_imagine(harness, ann, "a blue star", steps=12, seed=7)
     assert cb.at - inter.sent_at < 3.0
     assert cb.json["type"] == 4 and "position 1" in cb.json["data"]["content"]
+    assert cb.json["data"]["flags"] & EPHEMERAL  # the channel itself gets only the one generation message
     assert any(cid.startswith("clipbot:cancel:") for cid in components_custom_ids(msg))
     mid = msg["id"]
     final = await fake.wait_call("PATCH", rf"/channels/\d+/messages/{mid}$",
@@ -299,3 +300,24 @@ async def test_queue_and_cancel_commands(harness, worker):
     cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
     assert "Cancelling" in cb.json["data"]["content"]
     worker.hold.set()
+
+
+async def test_result_after_the_interaction_token_expired_goes_to_the_channel(harness, worker):
+    """Interaction tokens last 15 minutes; a later result is posted with the bot token, mentioning the member."""
+    import time
+
+    worker.hold_fast.clear()
+    await harness.start_bot()
+    fake = harness.fake
+    ann = fake.user("ann")
+    inter = await fake.slash("classify", ann, image=fake.upload(png_bytes(), "s.png", "image/png", 64, 64),
+                             labels="circle, square")
+    await fake.wait_call("PATCH", rf"/webhooks/\d+/{inter.token}/messages/")  # "Classifying…"
+    await fake.wait_for(lambda: worker.seen)
+    bot = harness.bot
+    await bot.records.update(worker.seen[0].id, created=time.time() - 16 * 60)  # as if 16 minutes passed
+    worker.hold_fast.set()
+    post = await fake.wait_call("POST", rf"/channels/{fake.channel_id}/messages",
+                                where=lambda c: "```" in (c.json or {}).get("content", ""))
+    assert post.json["content"].startswith(f"<@{ann.id}>")
+    assert not [c for c in fake.responses(inter) if "```" in (c.json or {}).get("content", "")]

@@ -96,6 +96,8 @@ class ScriptedWorker:
         self.seen: list = []
         self.hold = asyncio.Event()
         self.hold.set()  # clear() to keep imagine jobs running until set()
+        self.hold_fast = asyncio.Event()
+        self.hold_fast.set()  # the same for classify / find / index
         self._task: asyncio.Task | None = None
 
     def start(self) -> "ScriptedWorker":
@@ -123,6 +125,8 @@ class ScriptedWorker:
     async def _handle(self, d) -> None:
         job, q = d.job, self.queue
         await q.publish(d, Started(job_id=job.id, seq=0, worker="scripted"))
+        if job.kind != "imagine":
+            await self.hold_fast.wait()
         if job.kind == "classify":
             n = len(job.labels)
             scores = [2.0 ** -(i + 1) for i in range(n)]

@@ -85,10 +85,11 @@ async def start_imagine(bot, interaction: discord.Interaction, fields: dict, rer
         pos = await bot.submit(job, cfg, f"imagine {job.prompt[:40]}", interaction)
         text = (f"Queued **{job.prompt}** (seed `{job.seed}`): position {pos + 1} in the queue. "
                 "Progress will appear in this channel.")
+        # the acknowledgement is private: the channel gets exactly one message per generation
         if interaction.response.is_done():
             await interaction.edit_original_response(content=text)
         else:
-            await interaction.response.send_message(text, ephemeral=reroll_of is not None)
+            await interaction.response.send_message(text, ephemeral=True)
         status = "⏳ queued" if pos == 0 else f"⏳ queued · position {pos + 1}"
         await bot.delivery.ensure_progress_message(job.id, status)
     except Refused as e:
@@ -121,7 +122,7 @@ class Imagine(commands.Cog):
             if init_image is not None:
                 await bot.admit(interaction, prompt)  # refuse cheaply before downloading anything
                 precheck(init_image, s)
-                await interaction.response.defer(thinking=True)
+                await interaction.response.defer(ephemeral=True, thinking=True)
                 data = await fetch_image(init_image, s)
                 fields["init_image"] = await bot.queue.put_blob(data)
                 fields["init_weight"] = 0.0
