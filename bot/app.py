@@ -6,8 +6,6 @@ admission checks, the ephemeral refusal, queueing with the per-user cap and cool
 from __future__ import annotations
 
 import logging
-import os
-import socket
 
 import discord
 import yarl
@@ -54,8 +52,7 @@ class ClipBot(commands.Bot):
         self.cooldowns = Cooldowns(redis, prefix)
         self.votes = VoteBook(redis, prefix)
         self.records = JobStore(redis, prefix, settings.job_record_ttl_s)
-        reader = EventReader(redis, group="bot", consumer=consumer or f"bot-{socket.gethostname()}-{os.getpid()}",
-                             prefix=prefix)
+        reader = EventReader(redis, group="bot", consumer=consumer or settings.events_consumer, prefix=prefix)
         self.delivery = Delivery(self, reader)
         self.tree.on_error = self._on_tree_error
 

@@ -25,6 +25,9 @@ class BotSettings:
     sync_commands: bool = True  # bulk-overwrite the global commands at start
     guild_ready_timeout_s: float = 2.0  # discord.py waits this long after the last GUILD_CREATE
     job_record_ttl_s: int = 7 * 86400
+    # the bot's consumer name in the events group: keep it stable across restarts, so entries it
+    # read but had not acked before dying are read again (one name per bot process if you run several)
+    events_consumer: str = "bot"
     extra: dict = field(default_factory=dict)
 
     @classmethod

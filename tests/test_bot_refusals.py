@@ -150,3 +150,18 @@ async def test_add_to_gallery_without_images(bot):
     post = fake.post_user_message(ann, "just words", [])
     inter = await fake.message_command("Add to gallery", ann, post)
     assert "no image attachments" in await refusal(bot, inter)
+
+
+async def test_imagine_in_a_channel_the_bot_cannot_post_in(bot):
+    fake = bot.fake
+    locked = await fake.create_channel("locked")
+    fake.forbid_channel(locked)
+    ann = fake.user("ann")
+    inter = await fake.slash("imagine", ann, channel=locked, prompt="a red circle")
+    note = await fake.wait_call("POST", rf"/webhooks/\d+/{inter.token}$")
+    assert note.json["flags"] & EPHEMERAL and "can't post in this channel" in note.json["content"]
+    for _ in range(50):
+        if not await bot.queue.user_jobs(ann.id):
+            break
+        await asyncio.sleep(0.05)
+    assert not await bot.queue.user_jobs(ann.id)  # cancelled: it does not hold the member's slot

@@ -91,7 +91,13 @@ async def start_imagine(bot, interaction: discord.Interaction, fields: dict, rer
         else:
             await interaction.response.send_message(text, ephemeral=True)
         status = "⏳ queued" if pos == 0 else f"⏳ queued · position {pos + 1}"
-        await bot.delivery.ensure_progress_message(job.id, status)
+        try:
+            await bot.delivery.ensure_progress_message(job.id, status)
+        except (discord.Forbidden, discord.NotFound):
+            await bot.queue.cancel(job.id, by=interaction.user.id)
+            await interaction.followup.send(
+                "I can't post in this channel (I need View Channel, Send Messages and Attach Files), "
+                "so I cancelled the generation. Ask a moderator, or use another channel.", ephemeral=True)
     except Refused as e:
         await bot.refuse(interaction, str(e))
 
