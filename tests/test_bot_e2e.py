@@ -121,6 +121,14 @@ async def test_imagine_find_and_gallery_with_the_real_worker(h):
     assert gif.data.startswith(b"GIF8")
     assert "seed `3`" in final.json["content"] and "steps `80`" in final.json["content"]
     await fake.wait_for(lambda: fake.bot_reactions(mid) == ["👍", "👎"])
+    bob = fake.user("bob")
+    await fake.react(final_msg := fake._message_json(int(mid)), bob, "👍")
+    await asyncio.sleep(0.3)
+    inter = await fake.slash("top", bob)
+    top = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
+    desc = top.json["data"]["embeds"][0]["description"]
+    assert "a red circle" in desc and "1👍 0👎" in desc and mid in desc
+    assert top.json["data"]["embeds"][0]["thumbnail"]["url"] == final_msg["attachments"][0]["url"]
     # a member's picture, added through the message menu
     art = fake.post_user_message(ann, "my blue square", [fake.upload(png_bytes(color=(0, 0, 255)), "b.png", "image/png", 64, 64)])
     inter = await fake.message_command("Add to gallery", ann, art)
@@ -148,6 +156,10 @@ async def test_cancel_and_restart_with_the_real_worker(h):
     ann = fake.user("ann")
     _, _, msg = await imagine(h, ann, "a slow green star", steps=400)
     await fake.wait_call("PATCH", rf"/channels/\d+/messages/{msg['id']}$", where=has_file("preview.png"), timeout=60)
+    inter = await fake.slash("queue", ann)
+    text = (await fake.wait_call("POST", rf"/interactions/{inter.id}/")).json["data"]["content"]
+    assert "imagine a slow green star" in text and "running on `e2e-worker`" in text
+    assert "Workers online: **1** (1 busy)" in text
     inter = await fake.click(msg, f"clipbot:cancel:{(await h.queue.user_jobs(ann.id))[0].id}", ann)
     cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
     assert "Cancelling" in cb.json["data"]["content"] and cb.json["data"]["flags"] & EPHEMERAL
