@@ -305,9 +305,12 @@ class Delivery:
                     await hook.edit_message(rec.original_message_id, content=content, embeds=embeds,
                                             allowed_mentions=mentions)
                     return
-                if not ephemeral:
-                    await hook.send(content=content, embeds=embeds, allowed_mentions=mentions)
-                    return
+                # no message id from the deferral: edit "@original" by its literal route
+                route = discord.http.Route("PATCH", "/webhooks/{webhook_id}/{webhook_token}/messages/@original",
+                                           webhook_id=self.bot.application_id, webhook_token=rec.interaction_token)
+                await self.bot.http.request(route, json={"content": content, "embeds": [e.to_dict() for e in embeds],
+                                                         "allowed_mentions": mentions.to_dict()})
+                return
             except _GONE:
                 log.info("interaction reply for %s failed; falling back to a channel message", rec.user)
         if ephemeral or rec.channel is None:

@@ -321,3 +321,17 @@ async def test_result_after_the_interaction_token_expired_goes_to_the_channel(ha
                                 where=lambda c: "```" in (c.json or {}).get("content", ""))
     assert post.json["content"].startswith(f"<@{ann.id}>")
     assert not [c for c in fake.responses(inter) if "```" in (c.json or {}).get("content", "")]
+
+
+async def test_result_edits_original_even_without_its_message_id(harness, worker):
+    worker.hold_fast.clear()
+    await harness.start_bot()
+    fake = harness.fake
+    inter = await fake.slash("find", fake.user("ann"), query="a red circle")
+    await fake.wait_call("PATCH", rf"/webhooks/\d+/{inter.token}/messages/")  # "Searching…"
+    await fake.wait_for(lambda: worker.seen)
+    await harness.bot.records.update(worker.seen[0].id, original_message_id=None)
+    worker.hold_fast.set()
+    res = await fake.wait_call("PATCH", rf"/webhooks/\d+/{inter.token}/messages/@original$",
+                               where=lambda c: "nothing in this server's gallery" in (c.json or {}).get("content", ""))
+    assert res.status == 200
