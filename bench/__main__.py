@@ -25,8 +25,11 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 def run_path(path: str, quick: bool, threads: int | None, timeout_s: float, tiny: bool = False) -> dict:
     cmd = [sys.executable, "-m", f"bench.{path}", "--json"] + (["--quick"] if quick else []) + (["--tiny"] if tiny else [])
     env = dict(os.environ)
-    if threads:
+    threads = threads or int(env.get("CLIPBOT_BENCH_THREADS") or 0)
+    if threads:  # torch's pool (set in the child) and numpy's BLAS pool (read at import)
         env["CLIPBOT_BENCH_THREADS"] = str(threads)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
     proc = subprocess.run(cmd, cwd=RESULTS.parent.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, timeout=timeout_s)
     if proc.returncode != 0:
@@ -52,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats (a few minutes)")
     p.add_argument("--tiny", action="store_true", help="smallest sizes: checks that everything runs (tests)")
     p.add_argument("--only", help=f"comma-separated subset of {','.join(PATHS)}")
-    p.add_argument("--threads", type=int, help="torch intra-op threads in every path (default: torch's)")
+    p.add_argument("--threads", type=int, help="torch and BLAS threads in every path (default: the libraries'); "
+                                               "use 1 on a busy machine, see bench/README.md")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--timeout", type=float, default=3600, help="seconds per path")
     a = p.parse_args(argv)
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = {**{k: v for k, v in before.items() if not k.startswith("load")},
                           **{f"{k}_before": v for k, v in before.items() if k.startswith("load")},
                           **{f"{k}_after": v for k, v in after.items() if k.startswith("load")},
-                          "threads_option": a.threads or 0, "quick": a.quick,
+                          "threads_option": a.threads or 0, "torch_threads": a.threads or before["torch_threads"], "quick": a.quick,
                           "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seconds": round(time.time() - t0, 1)}
     if errors:
         results["errors"] = errors

@@ -22,6 +22,7 @@ EXPECTED = {
     "classify": ["shapes_b1_images_per_s", "shapes_b32_images_per_s", "vitb32_b1_images_per_s",
                  "vitb32_b32_images_per_s"],
     "find": ["top10_1k_p50_ms", "top10_10k_p99_ms", "worker_matrix_mb_per_100k", "redis_2k_full_load_s",
+             "scan_fp32_1k_p50_ms", "proposal_bf16_1k_p50_ms", "proposal_bf16_10k_recall_at_10",
              "redis_2k_refresh_100_new_ms"],
     "queue": ["idle_pickup_p50_ms", "idle_pickup_p99_ms", "w1_jobs_per_s", "w4_jobs_per_s",
               "backlog50_pickup_gap_p50_ms", "sigkill_to_result_s"],
