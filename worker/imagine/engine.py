@@ -50,15 +50,19 @@ from worker.imagine.vqgan import VQGAN
 
 @dataclass
 class ImagineConfig:
-    # Defaults suit the shipped small models (64 px CLIP, factor-4 VQGAN); see the README.
-    width: int = 128
-    height: int = 128
+    # Defaults suit the shipped small models (64 px CLIP, factor-4 VQGAN, both trained on 64 px
+    # scenes): at their native 64 px one shape fills a good part of the picture, as in their world;
+    # at 128 px the decoder's natural scale tiles the picture with many small blobs. Measured with
+    # `python -m worker.imagine.quality` (README). Larger sizes stay available up to max_pixels.
+    width: int = 64
+    height: int = 64
     steps: int = 100
     max_steps: int = 500
     max_pixels: int = 256 * 256  # pixel budget per image: bounds memory and time per step
     min_side: int = 32
     cutouts: int = 32
-    cut_min_size: float = 0.3  # smallest cutout side, as a fraction of the image's shorter side
+    cut_min_size: float = 0.7  # smallest cutout side, as a fraction of the shorter side: large crops,
+    # because the shipped CLIP only ever saw whole scenes (small crops ask every patch for the object)
     cut_pow: float = 1.0  # >1 favours small cutouts (detail), <1 large ones (composition)
     cut_supersample: int = 2  # sample cutouts at 2x and average down: cheap anti-aliasing
     flip: float = 0.5  # probability of a horizontal flip per cutout
@@ -71,7 +75,7 @@ class ImagineConfig:
     preview_every: int = 10
     preview_size: int = 128
     gif_frames: int = 50
-    gif_size: int = 256
+    gif_size: int = 256  # longer side of the timelapse (small pictures enlarged by a whole factor)
     gif_frame_ms: int = 80
     gif_max_bytes: int = 10 * 1024 * 1024
     time_budget_s: float = 600.0
@@ -353,7 +357,7 @@ class ImagineEngine:
             return
         frame = media.to_uint8(image)
         if want_frame:
-            r.frames.append(np.asarray(media.fit(frame, cfg.gif_size)))  # keep only what the GIF needs
+            r.frames.append(np.asarray(media.fit_gif(frame, cfg.gif_size)))  # keep only what the GIF needs
         if want_preview:
             r.ctx.progress(r.step, r.steps, r.loss, media.preview_png(frame, cfg.preview_size))
         elif r.step == r.steps:
@@ -426,7 +430,7 @@ class ImagineEngine:
     def _outcome(self, r: _Run, image: Tensor, emb: Tensor) -> Outcome:
         cfg = self.config
         frame = media.to_uint8(image)
-        r.frames.append(np.asarray(media.fit(frame, cfg.gif_size)))
+        r.frames.append(np.asarray(media.fit_gif(frame, cfg.gif_size)))
         if len(r.pos_weights):
             sims = r.pos_targets @ emb
             clip_score = float((sims * r.pos_weights).sum() / r.pos_weights.sum())

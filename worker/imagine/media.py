@@ -24,6 +24,16 @@ def fit(frame: np.ndarray, max_side: int) -> Image.Image:
     return img
 
 
+def fit_gif(frame: np.ndarray, side: int) -> Image.Image:
+    """Reduced to `side` like `fit`, or enlarged by a whole factor (nearest: crisp pixels) when the
+    picture is small, so a 64 px timelapse is not a postage stamp in a chat."""
+    factor = side // max(frame.shape[:2])
+    if factor <= 1:
+        return fit(frame, side)
+    img = Image.fromarray(frame)
+    return img.resize((img.width * factor, img.height * factor), Image.NEAREST)
+
+
 def preview_png(frame: np.ndarray, max_side: int) -> bytes:
     return encode_png(fit(frame, max_side), compress_level=1)  # small and fast: it is shown once
 
