@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from jobs.schemas import Cancelled, Event, Failed, FINAL_EVENTS, GalleryItem, IndexJob, Origin, Progress, Result, Started
+from jobs.schemas import Event, Failed, FINAL_EVENTS, GalleryItem, IndexJob, Origin, Progress, Result, Started
 from jobs.transport import EventDelivery, EventReader, cancel_by
 
 from bot import render

@@ -16,7 +16,7 @@ from PIL import Image
 
 from jobs.embedded import RedisServer, free_port
 from tests.factories import make_clip_dir, make_vqgan_files
-from tests.fake_discord import EPHEMERAL, FakeDiscord, PERM_VIEW_SEND
+from tests.fake_discord import EPHEMERAL, FakeDiscord
 from tests.test_bot_harness import Harness, png_bytes
 from worker.loop import spawn_worker
 
@@ -76,6 +76,7 @@ async def h(stack, tmp_path):
         await harness.stop_bot()
         await harness.queue.redis.aclose()
         await fake.stop()
+    assert not fake.errors, fake.errors
 
 
 def has_file(name):

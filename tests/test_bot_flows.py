@@ -1,6 +1,5 @@
 """The bot's flows against the fake Discord, a real Redis and the scripted worker (real events)."""
 import asyncio
-import re
 
 import pytest
 

@@ -6,25 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from jobs.schemas import Cancelled, Failed, Progress, Result, Started
+from jobs.schemas import Cancelled, Progress, Result, Started
 from jobs.transport import FAST, IMAGINE, Queue, cancel_by, queue_from_url
 
 from bot.app import ClipBot, point_discord_at
 from bot.settings import BotSettings
 from tests.fake_discord import FakeDiscord
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def png_bytes(size=(64, 64), color=(200, 30, 30)) -> bytes:
     buf = io.BytesIO()
@@ -80,6 +72,7 @@ async def harness(redis_server, tmp_path):  # redis_server: tests/conftest.py (a
         await h.stop_bot()
         await h.queue.redis.aclose()
         await fake.stop()
+    assert not fake.errors, fake.errors
 
 
 class ScriptedWorker:

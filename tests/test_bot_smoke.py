@@ -1,5 +1,3 @@
-import time
-
 from tests.fake_discord import EPHEMERAL
 from tests.test_bot_harness import harness, png_bytes  # noqa: F401
 
