@@ -29,10 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="training steps (overrides the default)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--json", action="store_true", help="JSON on stdout and nothing else")
+    ap.add_argument("--resume", action="store_true", help="continue from the models already in --out (fresh schedule)")
+    ap.add_argument("--batch-size", type=int, default=None, help="training batch size (overrides the default)")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (overrides the default)")
+    ap.add_argument("--crop", type=int, default=None, help="vqgan: training crop side (64 = whole images)")
     ap.add_argument("--clip-dir", type=Path, default=None, help="eval: CLIP folder (default OUT/clip-shapes)")
     ap.add_argument("--vqgan-dir", type=Path, default=None, help="eval: VQGAN folder (default OUT/vqgan-shapes)")
     ap.add_argument("--n", type=int, default=500, help="eval: images per measurement")
     ap.add_argument("--seed", type=int, default=12345, help="eval: seed of the freshly drawn data")
+    ap.add_argument("--no-imagine", action="store_true", help="eval: skip the (slow) VQGAN+CLIP panel")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -43,27 +48,31 @@ def main(argv: list[str] | None = None) -> int:
         from worker.training.clip_train import ClipTrainConfig, train_clip
 
         cfg = ClipTrainConfig()
+        _override(cfg, args)
         if args.steps:
             cfg.steps = args.steps
         if args.minutes:
             cfg.minutes = args.minutes * (2 / 3 if args.command == "all" else 1)
-        result["clip"] = train_clip(args.out / "clip-shapes", cfg, log=log)
+        out = args.out / "clip-shapes"
+        result["clip"] = train_clip(out, cfg, log=log, resume=out if args.resume else None)
     if args.command in ("vqgan", "all"):
         from worker.training.vqgan_train import VqganTrainConfig, train_vqgan
 
         cfg = VqganTrainConfig()
+        _override(cfg, args)
         if args.steps:
             cfg.steps = args.steps
         if args.minutes:
             cfg.minutes = args.minutes * (1 / 3 if args.command == "all" else 1)
-        result["vqgan"] = train_vqgan(args.out / "vqgan-shapes", cfg, log=log)
+        out = args.out / "vqgan-shapes"
+        result["vqgan"] = train_vqgan(out, cfg, log=log, resume=out if args.resume else None)
     if args.command == "eval":
         from worker.training.evaluate import evaluate_all
 
         result = evaluate_all(
             clip_dir=args.clip_dir or args.out / "clip-shapes",
             vqgan_dir=args.vqgan_dir or args.out / "vqgan-shapes",
-            n=args.n, seed=args.seed, log=log,
+            n=args.n, seed=args.seed, log=log, imagine=not args.no_imagine,
         )
     for part in result.values():
         if isinstance(part, dict):
@@ -72,8 +81,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(json.dumps(result, indent=2))
+        for key, value in flatten(result):
+            print(f"{key:<58} {value}")
     return 0
+
+
+def _override(cfg, args) -> None:
+    if args.batch_size:
+        cfg.batch_size = args.batch_size
+    if args.lr:
+        cfg.lr = args.lr
+    if args.crop and hasattr(cfg, "crop"):
+        cfg.crop = args.crop
+    if args.resume:
+        cfg.warmup = min(cfg.warmup, 50)
+
+
+def flatten(d: dict, prefix: str = ""):
+    """(dotted key, value) rows for the readable table; lists of rows are summarised by length."""
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from flatten(value, name + ".")
+        elif isinstance(value, list):
+            yield name, f"[{len(value)} items]"
+        elif isinstance(value, float):
+            yield name, f"{value:.4f}"
+        else:
+            yield name, value
 
 
 if __name__ == "__main__":

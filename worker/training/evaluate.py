@@ -166,10 +166,78 @@ def vqgan_report(vqgan_dir: str | Path, n: int = 500, seed: int = 12345) -> dict
     }
 
 
+# --- imagine (the VQGAN+CLIP engine in worker/imagine, through its public API) ---------------
+
+IMAGINE_PANEL = [(c, sh) for i, c in enumerate(S.COLOURS) for sh in (S.SHAPES[i % 4], S.SHAPES[(i + 2) % 4])]  # 16
+
+
+def _colour_names(rgb: np.ndarray) -> np.ndarray:
+    """Name of the nearest reference shade (S.SHADES, grey included) for every pixel of (..., 3)."""
+    names = list(S.SHADES)
+    refs = np.array([r for n in names for r in S.SHADES[n]], float)
+    owner = np.array([i for i, n in enumerate(names) for _ in S.SHADES[n]])
+    d = ((rgb[..., None, :].astype(float) - refs) ** 2).sum(-1)
+    return owner[d.argmin(-1)]
+
+
+def dominant_colours(img: Image.Image) -> tuple[str, str | None]:
+    """(background, dominant non-background colour): the background is the commonest colour name on
+    the border; the dominant colour the commonest other name inside."""
+    names = list(S.SHADES)
+    lab = _colour_names(np.asarray(img.convert("RGB")))
+    border = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
+    bg = np.bincount(border, minlength=len(names)).argmax()
+    rest = lab[lab != bg]
+    fg = names[np.bincount(rest, minlength=len(names)).argmax()] if rest.size else None
+    return names[bg], fg
+
+
+def imagine_report(clip_dir: str | Path, vqgan_dir: str | Path, seed: int = 12345, n_prompts: int = 16,
+                   steps: int = 0, log: Callable[[str], None] = print) -> dict:
+    """For "a <colour> <shape>" prompts at the engine's default size and steps: is the requested colour
+    the dominant non-background colour, and does the shipped CLIP rank the requested caption first of 32?"""
+    import io
+    import threading
+
+    from worker.clip.model import load_clip as load_engine_clip
+    from worker.imagine.engine import imagine
+    from worker.imagine.vqgan import load_vqgan as load_engine_vqgan
+    from worker.runner import LocalContext
+
+    vqgan_dir = Path(vqgan_dir)
+    engine_clip = load_engine_clip(str(clip_dir), "cpu")
+    vq = load_engine_vqgan(vqgan_dir / "model.yaml", vqgan_dir / "last.ckpt", "cpu")
+    model, processor = load_clip(clip_dir)
+    rows, t0 = [], time.time()
+    for i, (colour, shape) in enumerate(IMAGINE_PANEL[:n_prompts]):
+        prompt = f"{S.article(colour)} {colour} {shape}"
+        job = {"id": f"eval-{i}", "prompt": prompt, "seed": seed + i, "steps": steps}
+        ctx = LocalContext(job, {}, lambda *a, **k: None, threading.Event())
+        out = imagine(engine_clip, vq, job, ctx)
+        img = Image.open(io.BytesIO(out.blobs["png"])).convert("RGB")
+        bg, fg = dominant_colours(img)
+        classes = S.class_captions()
+        sims = image_embeddings(model, processor, [img]) @ text_embeddings(model, processor, [c[0] for c in classes]).t()
+        top = classes[int(sims.argmax())]
+        rows.append({"prompt": prompt, "background": bg, "dominant": fg, "clip_top": top[0],
+                     "colour_ok": fg == colour, "clip_ok": (top[1], top[2]) == (colour, shape),
+                     "seconds": out.data.get("seconds"), "steps": out.data.get("steps")})
+        log(f"eval imagine {i + 1}/{n_prompts}: {prompt!r} -> bg {bg}, dominant {fg}, clip top {top[0]!r}")
+    return {
+        "prompts": len(rows),
+        "dominant_colour_rate": float(np.mean([r["colour_ok"] for r in rows])),
+        "clip_top1_rate": float(np.mean([r["clip_ok"] for r in rows])),
+        "seconds_per_step": float(np.mean([r["seconds"] / max(1, r["steps"]) for r in rows])),
+        "seconds": round(time.time() - t0, 1),
+        "rows": rows,
+    }
+
+
 # --- all --------------------------------------------------------------------------------------
 
 
-def evaluate_all(clip_dir: Path, vqgan_dir: Path, n: int = 500, seed: int = 12345, log: Callable[[str], None] = print) -> dict:
+def evaluate_all(clip_dir: Path, vqgan_dir: Path, n: int = 500, seed: int = 12345,
+                 log: Callable[[str], None] = print, imagine: bool = True) -> dict:
     result: dict = {}
     t = time.time()
     result["clip"] = clip_report(clip_dir, n, seed)
@@ -177,6 +245,8 @@ def evaluate_all(clip_dir: Path, vqgan_dir: Path, n: int = 500, seed: int = 1234
     t = time.time()
     result["vqgan"] = vqgan_report(vqgan_dir, n, seed)
     log(f"eval: vqgan done in {time.time() - t:.0f}s")
+    if imagine:
+        result["imagine"] = imagine_report(clip_dir, vqgan_dir, seed, log=log)
     result["bars"] = bars(result)
     return result
 
@@ -185,6 +255,8 @@ BARS = {
     ("clip", "zero_shot", "accuracy"): 0.90,
     ("clip", "retrieval", "recall@5"): 0.90,
     ("vqgan", "psnr_db"): 26.0,
+    ("imagine", "dominant_colour_rate"): 0.80,
+    ("imagine", "clip_top1_rate"): 0.80,
 }
 
 

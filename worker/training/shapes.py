@@ -131,7 +131,7 @@ def _polygon(shape: str, rng: np.random.Generator) -> np.ndarray:
         raise ValueError(f"unknown shape {shape!r}")
     pts = pts * np.array([aspect, 1.0])
     # Upright triangles and stars and axis-aligned squares are common in other renderers: keep many.
-    if shape != "circle" and rng.random() < 0.4:
+    if shape != "circle" and rng.random() < 0.65:
         theta = rng.normal(0, 0.08)
     else:
         theta = rng.uniform(0, 2 * np.pi)
@@ -226,7 +226,7 @@ def caption_for(
         s = specs[0]
         z = size_word(s.size)
         if split == "train":
-            pool = list(TRAIN_TEMPLATES) if (rng.random() > 0.12 or not partial) else list(PARTIAL_TEMPLATES)
+            pool = list(TRAIN_TEMPLATES) if (rng.random() > 0.2 or not partial) else list(PARTIAL_TEMPLATES)
         else:
             pool = list(HELD_OUT_TEMPLATES)
         if z is None:

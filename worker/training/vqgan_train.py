@@ -28,8 +28,9 @@ from worker.vqgan_compat import import_vqmodel
 
 DEFAULT_DDCONFIG = dict(
     double_z=False, z_channels=32, resolution=64, in_channels=3, out_ch=3, ch=32,
-    ch_mult=[1, 2, 2], num_res_blocks=1, attn_resolutions=[], dropout=0.0,
-)  # factor 4: a 64x64 image is 16x16 codes
+    ch_mult=[1, 1, 2], num_res_blocks=1, attn_resolutions=[], dropout=0.0,
+)  # factor 4: a 64x64 image is 16x16 codes. 32 channels (GroupNorm's minimum) at the two finer
+# levels keeps the decoder cheap: imagine runs it forward and backward every step on the CPU.
 
 
 @dataclass
@@ -55,6 +56,7 @@ class VqganTrainConfig:
     min_lr_frac: float = 0.05
     edge_weight: float = 0.5
     restart_every: int = 25
+    autoencoder_frac: float = 0.1  # first steps skip quantisation so the codebook starts from useful features
     pool_size: int = 4096
     refresh_per_step: int = 8
     seed: int = 1
@@ -132,31 +134,44 @@ def train_vqgan(
     cfg: VqganTrainConfig = VqganTrainConfig(),
     mcfg: VqganModelConfig = VqganModelConfig(),
     log: Callable[[str], None] = print,
+    resume: str | Path | None = None,
 ) -> dict:
+    """Train from scratch (or continue the checkpoint in folder `resume` with a fresh schedule)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.time()
     model = build_vqgan(mcfg)
+    if resume is not None:
+        state = torch.load(Path(resume) / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict(state)
+        log(f"vqgan: continuing from {resume}")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"vqgan: {n_params / 1e6:.2f}M params; rendering a pool of {cfg.pool_size} scenes")
     pool = ScenePool(cfg.seed + 1000, cfg.pool_size, mcfg.ddconfig["resolution"], "train")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     out = Path(out) if out is not None else None
-    usage = torch.zeros(mcfg.n_embed)
-    total, history, t_train, restarted = cfg.steps, [], time.time(), 0
+    usage, used_frac = torch.zeros(mcfg.n_embed), float("nan")
+    total, history, t_train, restarted, started_vq = cfg.steps, [], time.time(), 0, resume is not None
     step = 0
     while step < total:
         idx = torch.from_numpy(rng.choice(len(pool), cfg.batch_size, replace=False))
         x = to_unit(random_crop(flip_rotate(pool.images[idx], gen), cfg.crop, gen))
-        if step == 0:  # start the codebook on the encoder's own outputs
+        quantising = started_vq or max(step / total, time_frac(t0, cfg.minutes)) >= cfg.autoencoder_frac
+        if quantising and not started_vq:  # start the codebook on the trained encoder's own outputs
+            started_vq = True
             with torch.no_grad():
-                z = encode_pre_quant(model, x)
+                z = torch.cat([encode_pre_quant(model, to_unit(pool.images[torch.from_numpy(
+                    rng.choice(len(pool), min(64, len(pool)), replace=False))])) for _ in range(2)])
                 model.quantize.embedding.weight.data.copy_(z[torch.randperm(len(z), generator=gen)[: mcfg.n_embed]])
+            log(f"vqgan: quantising from step {step}")
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, cfg, time_frac(t0, cfg.minutes))
         h = model.quant_conv(model.encoder(x))
-        quant, qloss, (_, _, indices) = model.quantize(h)
+        if quantising:
+            quant, qloss, (_, _, indices) = model.quantize(h)
+        else:
+            quant, qloss, indices = h, torch.zeros(()), torch.zeros(0, dtype=torch.long)
         rec = model.decode(quant)
         l1, l2 = F.l1_loss(rec, x), F.mse_loss(rec, x)
         loss = l1 + l2 + cfg.edge_weight * edge_loss(rec, x) + qloss
@@ -165,7 +180,7 @@ def train_vqgan(
         opt.step()
         usage += torch.bincount(indices.flatten(), minlength=mcfg.n_embed).float()
         step += 1
-        if step % cfg.restart_every == 0:
+        if step % cfg.restart_every == 0 and quantising:
             if step < 0.85 * total:
                 z = h.detach().permute(0, 2, 3, 1).reshape(-1, h.shape[1])
                 restarted += restart_dead_codes(model, z, usage, gen)
@@ -182,14 +197,14 @@ def train_vqgan(
             h_arr = np.array(history[-cfg.log_every:])
             log(
                 f"vqgan step {step}/{total} loss {h_arr[:, 0].mean():.4f} psnr {h_arr[:, 1].mean():.2f} "
-                f"codes used {used_frac if step >= cfg.restart_every else float('nan'):.2f} restarted {restarted} "
+                f"codes used {used_frac:.2f} restarted {restarted} "
                 f"{step / (time.time() - t_train):.2f} steps/s"
             )
         if out is not None and (step % cfg.save_every == 0 or step == total):
             save_vqgan(model, mcfg, out)
     h_arr = np.array(history)
     summary = {
-        "params": n_params, "steps": total, "batch_size": cfg.batch_size,
+        "params": n_params, "steps": total, "resumed_from": str(resume) if resume else None, "batch_size": cfg.batch_size,
         "seconds": round(time.time() - t0, 1), "steps_per_s": round(total / (time.time() - t_train), 3),
         "first_loss": round(float(h_arr[:10, 0].mean()), 4), "final_loss": round(float(h_arr[-50:, 0].mean()), 4),
         "final_train_psnr": round(float(h_arr[-50:, 1].mean()), 2), "codes_restarted": restarted,
