@@ -243,6 +243,16 @@ class Delivery:
                 log.warning("no permission to edit the message of %s; giving up", job_id)
                 await self.bot.records.update(job_id, delivered=True)
                 return
+            except discord.HTTPException as e:
+                if e.status != 413 or len(files) < 2:
+                    raise
+                # the server's upload limit is below PNG + GIF: keep the image, drop the timelapse
+                log.info("result of %s too large for this server; posting without the GIF", job_id)
+                files = files[:1]
+                files[0].reset()
+                kwargs["content"] += "\n(the timelapse GIF was too large for this server's upload limit)"
+                msg = await channel.get_partial_message(rec.message_id).edit(
+                    attachments=files, view=view or None, **kwargs)
         if msg is None:
             for f in files:
                 f.reset()

@@ -102,6 +102,7 @@ class _Failure:
     status: int
     times: int
     retry_after: float
+    where: Callable[["Call"], bool] | None = None
 
 
 class FakeDiscord:
@@ -191,9 +192,11 @@ class FakeDiscord:
     def user(self, name: str, permissions: int = PERM_VIEW_SEND) -> FakeUser:
         return FakeUser(snowflake(), name, permissions)
 
-    def fail_next(self, method: str, path_regex: str, status: int, times: int = 1, retry_after: float = 0.3) -> None:
-        """Answer the next `times` matching requests with `status` (429 carries retry_after)."""
-        self._failures.append(_Failure(method.upper(), re.compile(path_regex), status, times, retry_after))
+    def fail_next(self, method: str, path_regex: str, status: int, times: int = 1, retry_after: float = 0.3,
+                  where: Callable[[Call], bool] | None = None) -> None:
+        """Answer the next `times` matching requests with `status` (429 carries retry_after).
+        `where` narrows the match further (e.g. only requests that upload a GIF)."""
+        self._failures.append(_Failure(method.upper(), re.compile(path_regex), status, times, retry_after, where))
 
     def upload(self, data: bytes, filename: str, content_type: str | None = "image/png",
                width: int | None = None, height: int | None = None, size: int | None = None) -> dict:
@@ -245,9 +248,12 @@ class FakeDiscord:
                     pass
 
     async def wait_call(self, method: str, path: str, since: float = 0.0, timeout: float = 20.0,
-                        where: Callable[[Call], bool] = lambda c: True) -> Call:
-        return await self.wait_for(
-            lambda: next((c for c in self.find_calls(method, path, since) if c.status and where(c)), None), timeout)
+                        where: Callable[[Call], bool] = lambda c: True, ok: bool = True) -> Call:
+        """The first answered call matching; ok=True: only successful (2xx) ones."""
+        def good(c: Call) -> bool:
+            return bool(c.status) and (not ok or 200 <= c.status < 300) and where(c)
+        return await self.wait_for(lambda: next((c for c in self.find_calls(method, path, since) if good(c)), None),
+                                   timeout)
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -432,11 +438,13 @@ class FakeDiscord:
 
     def _injected(self, call: Call) -> web.Response | None:
         for f in self._failures:
-            if f.times > 0 and f.method == call.method and f.pattern.search(call.path):
+            if f.times > 0 and f.method == call.method and f.pattern.search(call.path) and (f.where is None or f.where(call)):
                 f.times -= 1
                 if f.status == 429:
                     body = {"message": "You are being rate limited.", "retry_after": f.retry_after, "global": False}
                     return self._json(body, 429, {"Via": "1.1 google", "Retry-After": str(f.retry_after)})
+                if f.status == 413:
+                    return self._error(413, 40005, "Request entity too large")
                 return self._error(f.status, 0, f"injected {f.status}")
         return None
 

@@ -226,7 +226,6 @@ async def test_deleted_message_and_missing_channel_do_not_block_other_jobs(harne
     _, _, m3 = await run_imagine(harness, cat, "a blue star")
     fake.delete_message(int(m1["id"]))  # someone deleted the progress message
     fake.delete_channel(other)  # and the channel of the second job
-    fake.forbid_channel  # (403 is covered by the next test)
     worker.hold.set()
     # job 1: a fresh message with the result; job 3: its own message edited; job 2 dropped quietly
     new = await fake.wait_call("POST", rf"/channels/{fake.channel_id}/messages",
@@ -252,7 +251,8 @@ async def test_forbidden_channel_and_5xx(harness, worker):
                                  where=lambda c: any(f.filename == "imagine.png" for f in c.files), timeout=30)
     statuses = [c.status for c in fake.find_calls("PATCH", rf"/channels/\d+/messages/{m2['id']}$")]
     assert 500 in statuses and statuses[-1] == 200, statuses
-    assert any(c.status == 403 for c in fake.find_calls(None, rf"/channels/{locked}/"))
+    # the locked channel's job was tried, refused with 403, and did not stop the other one
+    await fake.wait_for(lambda: any(c.status == 403 for c in fake.find_calls(None, rf"/channels/{locked}/")))
 
 
 async def test_find_and_add_to_gallery(harness, worker):
@@ -334,3 +334,16 @@ async def test_result_edits_original_even_without_its_message_id(harness, worker
     res = await fake.wait_call("PATCH", rf"/webhooks/\d+/{inter.token}/messages/@original$",
                                where=lambda c: "nothing in this server's gallery" in (c.json or {}).get("content", ""))
     assert res.status == 200
+
+
+async def test_result_too_large_for_the_server_keeps_the_image(harness, worker):
+    await harness.start_bot()
+    fake = harness.fake
+    fake.fail_next("PATCH", r"/channels/\d+/messages/\d+$", 413,
+                   where=lambda c: any(f.filename == "timelapse.gif" for f in c.files))
+    _, _, msg = await run_imagine(harness, fake.user("ann"), "a huge red circle")
+    final = await fake.wait_call("PATCH", rf"/channels/\d+/messages/{msg['id']}$", timeout=30,
+                                 where=lambda c: c.status == 200 and any(f.filename == "imagine.png" for f in c.files))
+    assert [f.filename for f in final.files] == ["imagine.png"] and "too large" in final.json["content"]
+    assert any(c.status == 413 for c in fake.find_calls("PATCH", rf"/channels/\d+/messages/{msg['id']}$"))
+    await fake.wait_for(lambda: fake.bot_reactions(msg["id"]) == ["👍", "👎"])
