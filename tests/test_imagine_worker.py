@@ -1,0 +1,64 @@
+"""The imagine engine inside the real queue worker, on a real Redis: batching, results, failures."""
+import asyncio
+import io
+
+import pytest
+from PIL import Image
+
+from jobs.schemas import Cancelled, Failed, ImagineJob, Progress, Result
+from tests.test_imagine_support import _one_thread, tiny_config, tiny_models  # noqa: F401
+from worker.imagine.engine import ImagineEngine
+from worker.loop import WorkerSetup
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return tiny_models(tmp_path_factory.mktemp("imagine-worker"))
+
+
+async def _final(queue, job_id, timeout=120):
+    events = []
+    async for ev in queue.follow(job_id, block_ms=200, timeout_s=timeout):
+        events.append(ev)
+    return events
+
+
+async def test_jobs_batch_in_the_worker_and_publish_results(queue, inproc_worker, models):
+    engine = ImagineEngine(*models, tiny_config(steps=10, preview_every=2))
+    batch_sizes = []
+    step = engine.step
+
+    def recording_step():
+        step()
+        batch_sizes.append(len(engine._running))
+
+    engine.step = recording_step
+    await inproc_worker(WorkerSetup(imagine_engine=engine))
+    good = [ImagineJob(prompt="a red circle", seed=1, user=1), ImagineJob(prompt="a blue star:2", seed=2, user=2)]
+    bad = ImagineJob(prompt="a:1 | b:-1", user=3)
+    doomed = ImagineJob(prompt="a green square", seed=3, steps=200, user=4)
+    for job in (*good, bad, doomed):
+        await queue.submit(job)
+    followers = {j.id: asyncio.create_task(_final(queue, j.id)) for j in (*good, bad, doomed)}
+    for _ in range(600):  # cancel the long job once it runs
+        st = await queue.status(doomed.id)
+        if st is not None and st.state == "running":
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    await queue.cancel(doomed.id, by=4)
+    results = {jid: await asyncio.wait_for(t, 120) for jid, t in followers.items()}
+
+    assert max(batch_sizes) >= 2  # the jobs really ran together
+    for job in good:
+        events = results[job.id]
+        final = events[-1]
+        assert isinstance(final, Result), final
+        assert final.data["seed"] == job.seed and final.data["prompt"] == job.prompt
+        assert any(isinstance(e, Progress) and e.preview for e in events)
+        png = await queue.get_blob(final.blobs["png"])
+        assert Image.open(io.BytesIO(png)).text["seed"] == str(job.seed)
+        assert Image.open(io.BytesIO(await queue.get_blob(final.blobs["gif"]))).is_animated
+    failed = results[bad.id][-1]
+    assert isinstance(failed, Failed) and "sum to zero" in failed.reason
+    assert isinstance(results[doomed.id][-1], Cancelled)
