@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         print(f"bench {path}{' (quick)' if a.quick else ''} ...", file=sys.stderr, flush=True)
         t = time.time()
+        load = os.getloadavg()[0]
         try:
             res = run_path(path, a.quick, a.threads, a.timeout, a.tiny)
         except Exception as e:  # noqa: BLE001 - one path failing must not lose the others
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  FAILED: {e}", file=sys.stderr)
             continue
         results[path] = res["metrics"]
-        results["notes"][path] = {**res.get("notes", {}), "quick": a.quick, "tiny": a.tiny, "seconds": round(time.time() - t, 1)}
+        results["notes"][path] = {**res.get("notes", {}), "quick": a.quick, "tiny": a.tiny,
+                                  "threads": a.threads or int(os.environ.get("CLIPBOT_BENCH_THREADS") or 0),
+                                  "load_1m_at_start": round(load, 2), "seconds": round(time.time() - t, 1)}
         print(f"  done in {time.time() - t:.0f}s", file=sys.stderr, flush=True)
     after = machine()
     results["machine"] = {**{k: v for k, v in before.items() if not k.startswith("load")},

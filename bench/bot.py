@@ -50,13 +50,19 @@ async def main_async(n: int, steps: int, step_delay: float, edit_interval_s: flo
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"{sum(not i.callbacks for i in inters)} interactions never answered")
                     await asyncio.sleep(0.05)
+                # every member is under the per-user cap with no cooldown: anything but "Queued" is a failure
+                failed = [i for i in inters if "Queued" not in str((i.callbacks[0].json or {}).get("data", {}).get("content"))]
+                if failed:
+                    logging.getLogger(__name__).warning("%s: %d of %d commands not queued, e.g. %s", tag, len(failed), n,
+                                                        failed[0].callbacks[0].json)
+                out[f"{tag}_not_queued"] = len(failed)
                 return [i.callbacks[0].at - i.sent_at for i in inters]
 
             # first burst: the bot's Redis pool grows from a few connections to one per concurrent
             # command (TCP connect + handshake each); the second finds them open
-            lat = await burst("member")
+            lat = await burst("burst1")
             out.update(latency_stats(lat, "ack_"))
-            out.update(latency_stats(await burst("again"), "ack_warm_pool_"))
+            out.update(latency_stats(await burst("burst2"), "ack_warm_pool_"))
             out["ack_under_3s_fraction"] = round(sum(x < 3.0 for x in lat) / len(lat), 3)
             out["concurrent_commands"] = n
             queued = await h.queue.queue_length(IMAGINE)

@@ -26,7 +26,7 @@ EXPECTED = {
              "redis_2k_refresh_100_new_ms"],
     "queue": ["idle_pickup_p50_ms", "idle_pickup_p99_ms", "w1_jobs_per_s", "w4_jobs_per_s",
               "backlog50_pickup_gap_p50_ms", "sigkill_to_result_s"],
-    "bot": ["ack_p50_ms", "ack_p99_ms", "edit_max_rate_per_s", "edit_limit_per_s", "edit_rate_within_limit"],
+    "bot": ["ack_p50_ms", "ack_p99_ms", "burst1_not_queued", "burst2_not_queued", "edit_max_rate_per_s", "edit_limit_per_s", "edit_rate_within_limit"],
 }
 
 
