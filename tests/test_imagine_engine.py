@@ -33,7 +33,7 @@ def test_loss_falls_and_progress_is_reported(models):
     assert sum(losses[:5]) / 5 > sum(losses[-10:]) / 10 + 0.01, losses
     assert ctx.events[-1][3] is None  # the final picture comes with the result
     preview = Image.open(io.BytesIO(ctx.events[0][3]))
-    assert preview.format == "PNG" and preview.size == (32, 32)
+    assert preview.format == "PNG" and preview.size == (128, 128)  # 32 px enlarged 4x
     assert out.data["loss"] == pytest.approx(losses[-1], abs=1e-4)
 
 

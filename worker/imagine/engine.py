@@ -73,7 +73,7 @@ class ImagineConfig:
     lr: float = 0.1
     init_grid: int = 0  # 0: a random codebook entry per latent position; g: per cell of a g x g grid
     preview_every: int = 10
-    preview_size: int = 128
+    preview_size: int = 128  # longer side of previews (small pictures enlarged by a whole factor)
     gif_frames: int = 50
     gif_size: int = 256  # longer side of the timelapse (small pictures enlarged by a whole factor)
     gif_frame_ms: int = 80
@@ -357,7 +357,7 @@ class ImagineEngine:
             return
         frame = media.to_uint8(image)
         if want_frame:
-            r.frames.append(np.asarray(media.fit_gif(frame, cfg.gif_size)))  # keep only what the GIF needs
+            r.frames.append(np.asarray(media.fit_crisp(frame, cfg.gif_size)))  # keep only what the GIF needs
         if want_preview:
             r.ctx.progress(r.step, r.steps, r.loss, media.preview_png(frame, cfg.preview_size))
         elif r.step == r.steps:
@@ -430,7 +430,7 @@ class ImagineEngine:
     def _outcome(self, r: _Run, image: Tensor, emb: Tensor) -> Outcome:
         cfg = self.config
         frame = media.to_uint8(image)
-        r.frames.append(np.asarray(media.fit_gif(frame, cfg.gif_size)))
+        r.frames.append(np.asarray(media.fit_crisp(frame, cfg.gif_size)))
         if len(r.pos_weights):
             sims = r.pos_targets @ emb
             clip_score = float((sims * r.pos_weights).sum() / r.pos_weights.sum())

@@ -24,9 +24,9 @@ def fit(frame: np.ndarray, max_side: int) -> Image.Image:
     return img
 
 
-def fit_gif(frame: np.ndarray, side: int) -> Image.Image:
+def fit_crisp(frame: np.ndarray, side: int) -> Image.Image:
     """Reduced to `side` like `fit`, or enlarged by a whole factor (nearest: crisp pixels) when the
-    picture is small, so a 64 px timelapse is not a postage stamp in a chat."""
+    picture is small, so a 64 px preview or timelapse is not a postage stamp in a chat."""
     factor = side // max(frame.shape[:2])
     if factor <= 1:
         return fit(frame, side)
@@ -35,7 +35,7 @@ def fit_gif(frame: np.ndarray, side: int) -> Image.Image:
 
 
 def preview_png(frame: np.ndarray, max_side: int) -> bytes:
-    return encode_png(fit(frame, max_side), compress_level=1)  # small and fast: it is shown once
+    return encode_png(fit_crisp(frame, max_side), compress_level=1)  # small and fast: it is shown once
 
 
 def encode_gif(
