@@ -14,7 +14,7 @@ import sys
 
 import discord
 
-from bot.app import ClipBot, point_discord_at
+from bot.app import ClipBot, connect_queue, point_discord_at
 from bot.settings import BotSettings
 
 
@@ -66,10 +66,8 @@ def main() -> int:
 
 
 async def run(settings: BotSettings, redis_url: str, shared) -> None:
-    from jobs.transport import queue_from_url
-
     point_discord_at(settings.api_base, settings.gateway_url)
-    queue = queue_from_url(redis_url, shared)
+    queue = connect_queue(redis_url, shared)
     bot = ClipBot(settings, queue)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # close cleanly so the worker and Redis are stopped too

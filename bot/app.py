@@ -5,9 +5,11 @@ admission checks, the ephemeral refusal, queueing with the per-user cap and cool
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
+import redis.asyncio as aioredis
 import yarl
 from discord import app_commands
 from discord.ext import commands
@@ -27,6 +29,14 @@ log = logging.getLogger(__name__)
 
 COGS = ("bot.cogs.classify", "bot.cogs.find", "bot.cogs.imagine", "bot.cogs.queue", "bot.cogs.top",
         "bot.cogs.gallery", "bot.cogs.config", "bot.cogs.votes")
+
+
+def connect_queue(redis_url: str, settings=None, max_connections: int = 64) -> Queue:
+    """The bot's Queue on a *blocking* connection pool: a burst of commands waits for a free
+    connection instead of failing with MaxConnectionsError (redis-py's default pool raises)."""
+    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=max_connections, timeout=20)
+    redis = aioredis.Redis.from_pool(pool)
+    return Queue.from_settings(redis, settings) if settings is not None else Queue(redis)
 
 
 def point_discord_at(api_base: str | None, gateway_url: str | None) -> None:
@@ -57,6 +67,8 @@ class ClipBot(commands.Bot):
         self.tree.on_error = self._on_tree_error
 
     async def setup_hook(self) -> None:
+        # open a few pool connections now, so the first burst of commands does not pay for them
+        await asyncio.gather(*(self.queue.redis.ping() for _ in range(32)))
         for ext in COGS:
             await self.load_extension(ext)
         if self.settings.sync_commands:

@@ -125,3 +125,12 @@ async def test_votes_atomic_repeat_proof_and_leaderboard(redis_url):
     assert [g.job_id for g in await book.top(7, "week")] == ["j2"]
     assert await book.claim_hall_of_fame("j1") and not await book.claim_hall_of_fame("j1")
     await r.aclose()
+
+
+async def test_bot_redis_pool_waits_for_a_connection_instead_of_failing(redis_url):
+    """A burst of commands must queue for connections (redis-py's default pool raises MaxConnectionsError)."""
+    from bot.app import connect_queue
+
+    q = connect_queue(redis_url, max_connections=3)
+    await asyncio.gather(*(q.redis.blpop([f"nothing-{i}"], timeout=0.05) for i in range(12)))  # each holds one
+    await q.redis.aclose()
