@@ -15,7 +15,7 @@ import sys
 import discord
 
 from bot.app import ClipBot, connect_queue, point_discord_at
-from bot.settings import BotSettings
+from jobs.settings import Settings
 
 
 def main() -> int:
@@ -24,30 +24,26 @@ def main() -> int:
     from jobs.settings import SettingsError, load_settings
 
     try:
-        shared = load_settings()
+        settings = load_settings()
     except SettingsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    token = (shared.discord_token or "").strip()
-    if not token:
+    if not (settings.discord_token or "").strip():
         print("error: DISCORD_TOKEN is not set. Create a bot at https://discord.com/developers/applications, "
               "copy its token and run: DISCORD_TOKEN=... python -m bot", file=sys.stderr)
         return 2
-    settings = BotSettings.from_env(token=token, api_base=shared.discord_api_base,
-                                    gateway_url=shared.discord_gateway_url, redis_prefix=shared.redis_prefix,
-                                    user_max_jobs=shared.user_max_jobs)
     from jobs.embedded import resolve_redis_url
 
-    url, server = resolve_redis_url(shared)
+    url, server = resolve_redis_url(settings)
     worker = None
-    if not shared.redis_url:
+    if not settings.redis_url:
         # single-machine mode: one local worker on the same embedded Redis
         from worker.loop import spawn_worker
 
         worker = spawn_worker(url)
         logging.info("embedded Redis at %s; started local worker pid %d", url, worker.pid)
     try:
-        asyncio.run(run(settings, url, shared))
+        asyncio.run(run(settings, url))
     except discord.LoginFailure:
         print("error: Discord rejected DISCORD_TOKEN (401). Check the token.", file=sys.stderr)
         return 2
@@ -57,7 +53,7 @@ def main() -> int:
         if worker is not None:
             worker.terminate()
             try:
-                worker.wait(timeout=shared.shutdown_grace_s + 5)
+                worker.wait(timeout=settings.shutdown_grace_s + 5)
             except subprocess.TimeoutExpired:
                 worker.kill()
         if server is not None:
@@ -65,15 +61,15 @@ def main() -> int:
     return 0
 
 
-async def run(settings: BotSettings, redis_url: str, shared) -> None:
-    point_discord_at(settings.api_base, settings.gateway_url)
-    queue = connect_queue(redis_url, shared)
+async def run(settings: Settings, redis_url: str) -> None:
+    point_discord_at(settings.discord_api_base, settings.discord_gateway_url)
+    queue = connect_queue(redis_url, settings)
     bot = ClipBot(settings, queue)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # close cleanly so the worker and Redis are stopped too
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
     async with bot:
-        await bot.start(settings.token)
+        await bot.start(settings.discord_token.strip())
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from bot.delivery import Delivery
 from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.jobstore import JobStore, record_for
 from bot.limits import Cooldowns, Refused
-from bot.settings import BotSettings
+from jobs.settings import Settings
 from bot.votes import VoteBook
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def point_discord_at(api_base: str | None, gateway_url: str | None) -> None:
 
 
 class ClipBot(commands.Bot):
-    def __init__(self, settings: BotSettings, queue: Queue, *, consumer: str | None = None):
+    def __init__(self, settings: Settings, queue: Queue, *, consumer: str | None = None):
         intents = discord.Intents.none()
         intents.guilds = True
         intents.guild_reactions = True  # on_raw_reaction_add/remove: not privileged
@@ -61,7 +61,7 @@ class ClipBot(commands.Bot):
         self.configs = GuildConfigStore(redis, prefix)
         self.cooldowns = Cooldowns(redis, prefix)
         self.votes = VoteBook(redis, prefix)
-        self.records = JobStore(redis, prefix, settings.job_record_ttl_s)
+        self.records = JobStore(redis, prefix, settings.job_ttl_s)
         reader = EventReader(redis, group="bot", consumer=consumer or settings.events_consumer, prefix=prefix)
         self.delivery = Delivery(self, reader)
         self.tree.on_error = self._on_tree_error

@@ -5,7 +5,7 @@ import time
 
 from pydantic import BaseModel, Field
 
-from bot.settings import BotSettings
+from jobs.settings import Settings
 
 
 class GuildConfig(BaseModel):
@@ -18,16 +18,16 @@ class GuildConfig(BaseModel):
     vote_up: str | None = None
     vote_down: str | None = None
 
-    def user_limit(self, s: BotSettings) -> int:
+    def user_limit(self, s: Settings) -> int:
         return self.max_jobs or s.user_max_jobs
 
-    def cooldown(self, s: BotSettings) -> float:
+    def cooldown(self, s: Settings) -> float:
         return s.cooldown_s if self.cooldown_s is None else self.cooldown_s
 
-    def threshold(self, s: BotSettings) -> int:
+    def threshold(self, s: Settings) -> int:
         return self.hof_threshold or s.hof_threshold
 
-    def emojis(self, s: BotSettings) -> tuple[str, str]:
+    def emojis(self, s: Settings) -> tuple[str, str]:
         return self.vote_up or s.vote_up, self.vote_down or s.vote_down
 
 

@@ -15,7 +15,7 @@ from worker.images import SUPPORTED_NAMES, decode_image, describe_content, sniff
 from worker.imagine.prompts import parse_prompts
 
 from bot.guild_config import GuildConfig
-from bot.settings import BotSettings
+from jobs.settings import Settings
 
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -55,7 +55,7 @@ def find_banned(cfg: GuildConfig, *texts: str) -> str | None:
     return None
 
 
-def check_attachment_meta(att: AttachmentMeta, s: BotSettings) -> str | None:
+def check_attachment_meta(att: AttachmentMeta, s: Settings) -> str | None:
     """Type, size and dimensions as Discord reports them: refuse before downloading anything."""
     ctype = (att.content_type or "").split(";")[0].strip().lower()
     looks_image = ctype.startswith("image/") or (not ctype and att.filename.lower().endswith(_IMAGE_EXT))
@@ -69,7 +69,7 @@ def check_attachment_meta(att: AttachmentMeta, s: BotSettings) -> str | None:
     return None
 
 
-def _check_dims(name: str, w: int, h: int, s: BotSettings) -> str | None:
+def _check_dims(name: str, w: int, h: int, s: Settings) -> str | None:
     if min(w, h) < s.min_image_side:
         return f"`{name}` is only {w}x{h} pixels; send an image at least {s.min_image_side}x{s.min_image_side}."
     if max(w, h) > s.max_image_side:
@@ -77,7 +77,7 @@ def _check_dims(name: str, w: int, h: int, s: BotSettings) -> str | None:
     return None
 
 
-def check_image_bytes(name: str, data: bytes, s: BotSettings) -> str | None:
+def check_image_bytes(name: str, data: bytes, s: Settings) -> str | None:
     """The downloaded bytes: really an image we decode, within size and dimensions. CPU: run in a thread."""
     if len(data) > s.max_attachment_bytes:
         return f"`{name}` is {_mb(len(data))}; the limit is {_mb(s.max_attachment_bytes)}. Send a smaller image."

@@ -61,6 +61,19 @@ class Settings(BaseSettings):
     heartbeat_file: Path | None = Field(None, description="If set, the worker touches this file after every successful heartbeat (container healthcheck).")
     shutdown_grace_s: float = Field(20.0, ge=0, description="On SIGTERM, how long a worker lets running jobs finish before releasing them to other workers.")
 
+    # --- bot (CLIPBOT_*)
+    cooldown_s: float = Field(10.0, ge=0, le=86400, description="Least time between two jobs of one user (a server's /config overrides it).")
+    edit_interval_s: float = Field(3.0, ge=0.2, le=600, description="Least time between two edits of one progress message (Discord rate limits edits).")
+    max_attachment_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=500 * 1024 * 1024, description="Largest attachment /classify, /imagine and Add to gallery accept (Discord's default upload limit).")
+    min_image_side: int = Field(16, ge=1, le=4096, description="Smallest width or height of an attached image.")
+    max_image_side: int = Field(4096, ge=16, le=65536, description="Largest width or height of an attached image.")
+    hof_threshold: int = Field(5, ge=1, le=10_000, description="Up-votes that repost a generation to the hall-of-fame channel (a server's /config overrides it).")
+    vote_up: str = Field("\N{THUMBS UP SIGN}", min_length=1, max_length=64, description="Reaction counted as an up-vote.")
+    vote_down: str = Field("\N{THUMBS DOWN SIGN}", min_length=1, max_length=64, description="Reaction counted as a down-vote.")
+    sync_commands: bool = Field(True, description="Bulk-overwrite the global slash commands at start.")
+    guild_ready_timeout_s: float = Field(2.0, ge=0, le=600, description="How long discord.py waits for guilds after READY.")
+    events_consumer: str = Field("bot", min_length=1, max_length=64, description="The bot's consumer name in the events group. Keep it stable across restarts (entries read but not acked are read again); one name per bot process.")
+
     @model_validator(mode="after")
     def _heartbeat_under_visibility(self) -> "Settings":
         if self.heartbeat_s * 2 > self.visibility_timeout_s:

@@ -15,7 +15,7 @@ from jobs.schemas import Cancelled, Progress, Result, Started
 from jobs.transport import FAST, IMAGINE, Queue, cancel_by, queue_from_url
 
 from bot.app import ClipBot, connect_queue, point_discord_at
-from bot.settings import BotSettings
+from jobs.settings import Settings
 from tests.fake_discord import FakeDiscord
 
 def png_bytes(size=(64, 64), color=(200, 30, 30)) -> bytes:
@@ -37,16 +37,16 @@ class Harness:
         self.settings_overrides: dict = {}
 
     async def start_bot(self, **overrides) -> ClipBot:
-        s = dict(token="test-token", api_base=self.fake.api_base, gateway_url=self.fake.gateway_url,
+        s = dict(discord_token="test-token", discord_api_base=self.fake.api_base, discord_gateway_url=self.fake.gateway_url,
                  edit_interval_s=0.5, cooldown_s=0.0, user_max_jobs=3,
                  guild_ready_timeout_s=0.05)
         s.update(self.settings_overrides)
         s.update(overrides)
-        settings = BotSettings(**s)
-        point_discord_at(settings.api_base, settings.gateway_url)
+        settings = Settings(**s)
+        point_discord_at(settings.discord_api_base, settings.discord_gateway_url)
         self.fake.identifies.clear()
         self.bot = ClipBot(settings, connect_queue(self.redis_url), consumer="bot-test")
-        self._task = asyncio.create_task(self.bot.start(settings.token))
+        self._task = asyncio.create_task(self.bot.start(settings.discord_token))
         await self.fake.wait_ready()
         await asyncio.wait_for(self.bot.wait_until_ready(), 20)
         return self.bot

@@ -9,11 +9,11 @@ from bot import limits, render
 from bot.guild_config import GuildConfig
 from bot.limits import AttachmentMeta, Refused
 from bot.progress import LatestFrameEditor
-from bot.settings import BotSettings
+from jobs.settings import Settings
 from bot.votes import Generation, VoteBook
 from tests.test_bot_harness import png_bytes
 
-S = BotSettings()
+S = Settings()
 
 
 def test_attachment_meta_checks():

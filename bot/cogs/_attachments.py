@@ -6,21 +6,21 @@ import asyncio
 import discord
 
 from bot.limits import AttachmentMeta, Refused, check_attachment_meta, check_image_bytes
-from bot.settings import BotSettings
+from jobs.settings import Settings
 
 
 def meta(att: discord.Attachment) -> AttachmentMeta:
     return AttachmentMeta(att.filename, att.size, att.content_type, att.width, att.height)
 
 
-def precheck(att: discord.Attachment, s: BotSettings) -> None:
+def precheck(att: discord.Attachment, s: Settings) -> None:
     """What Discord reports (type, size, dimensions): raises Refused before any download."""
     msg = check_attachment_meta(meta(att), s)
     if msg:
         raise Refused(msg)
 
 
-async def fetch_image(att: discord.Attachment, s: BotSettings) -> bytes:
+async def fetch_image(att: discord.Attachment, s: Settings) -> bytes:
     """Download and verify the bytes really are an acceptable image. Raises Refused."""
     try:
         data = await att.read()
