@@ -254,10 +254,7 @@ if state == 'queued' then
   redis.call('XACK', KEYS[2], ARGV[6], entry); redis.call('XDEL', KEYS[2], entry)
   redis.call('ZREM', KEYS[3], ARGV[5]); redis.call('SREM', KEYS[4], ARGV[5])
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancel', 'by:' .. ARGV[1], 'finished', ARGV[2])
-  local by = cjson.null
-  if ARGV[1] ~= '' then by = tonumber(ARGV[1]) end
-  local ev = cjson.encode({type='cancelled', job_id=ARGV[5], by=by, at=tonumber(ARGV[2])})
-  publish(KEYS[1], KEYS[5], ARGV[4], ARGV[5], 'cancelled', ev)
+  publish(KEYS[1], KEYS[5], ARGV[4], ARGV[5], 'cancelled', ARGV[7])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   return 'cancelled'
 elseif state == 'running' then
@@ -388,11 +385,15 @@ class Queue:
         if raw[0] is None:
             return False
         lane, user = _s(raw[0]), int(raw[1])
+        now = time.time()
+        # The event JSON is built here, not in Lua: cjson turns numbers into doubles, and Discord
+        # ids (> 2**53) would come back rounded.
+        event = Cancelled(job_id=job_id, seq=0, by=by, at=now)
         res = await self._cancel(
             keys=[self._job_key(job_id), self.stream_key(lane), self._queue_key(lane),
                   self._user_key(user), self.events_key],
-            args=["" if by is None else int(by), repr(time.time()), self.job_ttl_s,
-                  self.events_maxlen, job_id, GROUP],
+            args=["" if by is None else int(by), repr(now), self.job_ttl_s,
+                  self.events_maxlen, job_id, GROUP, _event_json(event)],
         )
         return res is not None
 

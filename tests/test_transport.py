@@ -76,9 +76,10 @@ async def test_poison_entries_dead_lettered_worker_keeps_serving(queue, inproc_w
 async def test_cancel_queued_job_never_runs(queue):
     job = FindJob(query="x", user=5)
     await queue.submit(job)
-    assert await queue.cancel(job.id, by=5) is True
+    moderator = 1_234_567_890_123_456_789  # a real Discord snowflake is above 2**53
+    assert await queue.cancel(job.id, by=moderator) is True
     final, _ = await final_event(queue, job.id)
-    assert final.type == "cancelled" and final.by == 5
+    assert final.type == "cancelled" and final.by == moderator
     assert (await queue.status(job.id)).state == "cancelled"
     assert await queue.take(FAST, "w", 10, None) == []  # the entry is gone
     assert await queue.cancel(job.id) is False  # already over
