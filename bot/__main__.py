@@ -14,7 +14,8 @@ import sys
 
 import discord
 
-from bot.app import ClipBot, connect_queue, point_discord_at
+from bot.app import ClipBot, point_discord_at
+from jobs.transport import queue_from_url
 from jobs.settings import Settings
 
 
@@ -63,7 +64,7 @@ def main() -> int:
 
 async def run(settings: Settings, redis_url: str) -> None:
     point_discord_at(settings.discord_api_base, settings.discord_gateway_url)
-    queue = connect_queue(redis_url, settings)
+    queue = queue_from_url(redis_url, settings)
     bot = ClipBot(settings, queue)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # close cleanly so the worker and Redis are stopped too

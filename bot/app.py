@@ -9,7 +9,6 @@ import asyncio
 import logging
 
 import discord
-import redis.asyncio as aioredis
 import yarl
 from discord import app_commands
 from discord.ext import commands
@@ -29,14 +28,6 @@ log = logging.getLogger(__name__)
 
 COGS = ("bot.cogs.classify", "bot.cogs.find", "bot.cogs.imagine", "bot.cogs.queue", "bot.cogs.top",
         "bot.cogs.gallery", "bot.cogs.config", "bot.cogs.votes")
-
-
-def connect_queue(redis_url: str, settings=None, max_connections: int = 64) -> Queue:
-    """The bot's Queue on a *blocking* connection pool: a burst of commands waits for a free
-    connection instead of failing with MaxConnectionsError (redis-py's default pool raises)."""
-    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=max_connections, timeout=20)
-    redis = aioredis.Redis.from_pool(pool)
-    return Queue.from_settings(redis, settings) if settings is not None else Queue(redis)
 
 
 def point_discord_at(api_base: str | None, gateway_url: str | None) -> None:

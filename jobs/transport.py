@@ -723,9 +723,13 @@ class EventReader:
         return ran
 
 
-def queue_from_url(url: str, settings=None, **kw) -> Queue:
-    """A Queue on a new connection pool (binary-safe: blobs are bytes)."""
-    r = aioredis.from_url(url, decode_responses=False)
+def queue_from_url(url: str, settings=None, *, max_connections: int = 64, **kw) -> Queue:
+    """A Queue on a new connection pool (binary-safe: blobs are bytes).
+
+    The pool *blocks* when all its connections are busy: a burst of commands waits for a free
+    connection instead of failing with MaxConnectionsError (redis-py's default pool raises)."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=20)
+    r = aioredis.Redis.from_pool(pool)
     if settings is not None:
         return Queue.from_settings(r, settings)
     return Queue(r, **kw)

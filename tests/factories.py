@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
 from worker.training.tokenizer import save_tokenizer, train_tokenizer
 

@@ -14,7 +14,7 @@ from PIL import Image
 from jobs.schemas import Cancelled, Progress, Result, Started
 from jobs.transport import FAST, IMAGINE, Queue, cancel_by, queue_from_url
 
-from bot.app import ClipBot, connect_queue, point_discord_at
+from bot.app import ClipBot, point_discord_at
 from jobs.settings import Settings
 from tests.fake_discord import FakeDiscord
 
@@ -45,7 +45,7 @@ class Harness:
         settings = Settings(**s)
         point_discord_at(settings.discord_api_base, settings.discord_gateway_url)
         self.fake.identifies.clear()
-        self.bot = ClipBot(settings, connect_queue(self.redis_url), consumer="bot-test")
+        self.bot = ClipBot(settings, queue_from_url(self.redis_url), consumer="bot-test")
         self._task = asyncio.create_task(self.bot.start(settings.discord_token))
         await self.fake.wait_ready()
         await asyncio.wait_for(self.bot.wait_until_ready(), 20)

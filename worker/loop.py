@@ -241,9 +241,10 @@ class Worker:
                         await asyncio.to_thread(engine.step)
                     except Exception as e:
                         log.exception("batch engine failed; giving its jobs back")
+                        error = f"engine crashed: {e!r}"
                         for r in list(self.running.values()):
                             if r.delivery.lane == lane:
-                                await self._retry(lambda r=r: self.queue.release(r.delivery, error=f"engine crashed: {e!r}"))
+                                await self._retry(lambda r=r: self.queue.release(r.delivery, error=error))
                                 self.running.pop(r.delivery.job.id, None)
                         raise
                 for job, result in engine.pop_finished():
