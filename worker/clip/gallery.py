@@ -10,11 +10,12 @@ M = the CLIP weights fingerprint, because embeddings of different models are not
     P gallery:M:G:floor     int   first version still in the (trimmed) log; a worker below it reloads fully
 
 Every batch (deletes then adds) is one Lua script: hashes, log and version change together.
-Each worker keeps a float32 matrix per guild and its version. Before a search it reads the version
+Each worker keeps the rows of each guild in memory (float16 plus a bfloat16 copy for the first
+pass of a search; see _GuildMatrix) and the version. Before a search it reads the version
 (one round trip); if it moved, it reads only the log entries after its own version and fetches the
 embeddings of the items they name. Only a worker that is new, or so far behind that the log was
 trimmed past it, reads the whole hash (HSCAN). At 100,000 items of 512 dims that is 100 MB of
-float16 in Redis and 200 MB of float32 per guild in a worker; past a memory budget (2 GiB by
+float16 in Redis and 200 MB per guild in a worker; past a memory budget (2 GiB by
 default) the matrices of guilds not searched lately are dropped (LRU) and reloaded on demand.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import redis
+import torch
 
 from worker.api import JobError
 
@@ -37,6 +39,10 @@ MAX_ITEMS = 100_000  # per guild
 LOG_MAX = 200_000  # change-log entries kept per guild before the oldest are trimmed
 SCAN_COUNT = 2000
 FETCH_BATCH = 1000
+SHORTLIST = 100  # rows the bfloat16 pass hands to the exact rescoring (at least 2 x top)
+# |bf16 score - exact score| <= SCAN_ERR * |row| * |query|: rows and query rounded to bfloat16 (2u), the
+# product accumulated in float32 and rounded to bfloat16 (u), u = 2**-9; doubled-up slack -> 4u.
+SCAN_ERR = 2.0**-7
 
 # KEYS: emb, meta, version, log, floor.  ARGV: log_max, max_items, n_del, del ids..., then (id, emb, meta)*.
 # Returns {version, added, deleted}. Deletes first, so one batch can replace an item.
@@ -124,40 +130,69 @@ class NewItem:
 
 
 class _GuildMatrix:
-    """One guild's embeddings in memory: rows [0, n) of a growable float32 matrix, ids in row order."""
+    """One guild's embeddings in memory, rows [0, n) in `ids` order, held twice:
+
+    * `exact`: float16 (numpy), the values Redis stores; float32 products of these are the true scores.
+    * `scan`: the same rows in bfloat16 (torch), read by search's first pass: half the bytes of the
+      float32 matrix this replaces, and torch's AVX-512 BF16/AMX kernels, where numpy has no bfloat16.
+    Together they take the memory of one float32 matrix. Both grow geometrically.
+    """
 
     def __init__(self, dim: int):
         self.dim = dim
         self.version = -1  # -1: never loaded
-        self.matrix = np.empty((0, dim), dtype=np.float32)
         self.ids: list[str] = []
         self.row_of: dict[str, int] = {}
         self.lock = threading.Lock()
+        self.clear()
 
     @property
     def n(self) -> int:
         return len(self.ids)
 
+    @property
+    def nbytes(self) -> int:
+        return self.exact.nbytes + self.scan.numel() * self.scan.element_size()
+
     def clear(self) -> None:
-        self.matrix = np.empty((0, self.dim), dtype=np.float32)
+        self.exact = np.empty((0, self.dim), dtype=np.float16)
+        self.scan = torch.empty((0, self.dim), dtype=torch.bfloat16)
+        self.max_norm = 0.0  # largest row norm ever stored (removals keep it: the error bound stays safe)
         self.ids, self.row_of = [], {}
 
+    def reserve(self, rows: int) -> None:
+        """Room for `rows` rows without regrowing."""
+        if rows <= len(self.exact):
+            return
+        exact = np.empty((rows, self.dim), dtype=np.float16)
+        exact[: self.n] = self.exact[: self.n]
+        scan = torch.empty((rows, self.dim), dtype=torch.bfloat16)
+        scan[: self.n] = self.scan[: self.n]
+        self.exact, self.scan = exact, scan
+
+    def _write(self, rows, vectors: np.ndarray) -> None:
+        half = np.asarray(vectors).astype(np.float16)
+        self.exact[rows] = half
+        self.scan[torch.as_tensor(rows) if not isinstance(rows, slice) else rows] = torch.from_numpy(half).bfloat16()
+        self.max_norm = max(self.max_norm, float(np.linalg.norm(half.astype(np.float32), axis=1).max()))
+
     def upsert(self, ids: list[str], vectors: np.ndarray) -> None:
-        fresh = []
+        fresh, old_rows, old_at = [], [], []
         for i, item_id in enumerate(ids):
             row = self.row_of.get(item_id)
             if row is None:
                 fresh.append(i)
             else:
-                self.matrix[row] = vectors[i]
+                old_rows.append(row)
+                old_at.append(i)
+        if old_rows:
+            self._write(np.array(old_rows), vectors[old_at])
         if not fresh:
             return
         need = self.n + len(fresh)
-        if need > len(self.matrix):  # grow geometrically so incremental adds are amortised O(1)
-            grown = np.empty((max(need, 2 * len(self.matrix), 64), self.dim), dtype=np.float32)
-            grown[: self.n] = self.matrix[: self.n]
-            self.matrix = grown
-        self.matrix[self.n: need] = vectors[fresh]
+        if need > len(self.exact):  # grow geometrically so incremental adds are amortised O(1)
+            self.reserve(max(need, 2 * len(self.exact), 64))
+        self._write(slice(self.n, need), vectors[fresh])
         for i in fresh:
             self.row_of[ids[i]] = len(self.ids)
             self.ids.append(ids[i])
@@ -169,10 +204,43 @@ class _GuildMatrix:
         last = self.n - 1
         if row != last:  # swap-remove: move the last row into the hole
             moved = self.ids[last]
-            self.matrix[row] = self.matrix[last]
+            self.exact[row] = self.exact[last]
+            self.scan[row] = self.scan[last]
             self.ids[row] = moved
             self.row_of[moved] = row
         self.ids.pop()
+
+    def best(self, q: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the `top` highest exact float32 scores q . row, best first, and those scores.
+
+        Large galleries: a bfloat16 pass over `scan` picks a shortlist, which is rescored exactly from
+        `exact`. The shortlist is checked, not trusted: every row outside it scores at most its
+        bfloat16 score + the error bound; if that could beat the top-th exact score, every row that
+        could is rescored too. So the result is the exact top (up to float32 rounding) on any data.
+        """
+        n = self.n
+        k = min(top, n)
+        short = max(SHORTLIST, 2 * k)
+        if n <= short:
+            cand = np.arange(n)
+        else:
+            approx = torch.mv(self.scan[:n], torch.from_numpy(q).bfloat16()).float()
+            approx_short, cand_t = torch.topk(approx, short, sorted=False)
+            cand = cand_t.numpy()
+            exact = self.exact[cand].astype(np.float32) @ q
+            kth = float(np.partition(exact, short - k)[short - k])  # the top-th highest exact score
+            err = SCAN_ERR * self.max_norm * float(np.linalg.norm(q))
+            if float(approx_short.min()) + err > kth:  # a row outside the shortlist might beat it: widen
+                cand = torch.nonzero(approx >= kth - err).flatten().numpy()
+            else:
+                return self._order(cand, exact, k)
+        return self._order(cand, self.exact[cand].astype(np.float32) @ q, k)
+
+    @staticmethod
+    def _order(cand: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return cand[best], scores[best]
 
 
 class Gallery:
@@ -249,7 +317,7 @@ class Gallery:
         with self._guilds_lock:
             while len(self._guilds) > 1 and (
                 len(self._guilds) > self.max_guilds
-                or sum(g.matrix.nbytes for g in self._guilds.values()) > self.max_memory_bytes
+                or sum(g.nbytes for g in self._guilds.values()) > self.max_memory_bytes
             ):
                 self._guilds.popitem(last=False)
 
@@ -331,22 +399,19 @@ class Gallery:
         if len(raw) != 2 * self.dim:
             log.warning("gallery row %r has %d bytes, expected %d: skipped", item_id, len(raw), 2 * self.dim)
             return None
-        return np.frombuffer(raw, dtype="<f2").astype(np.float32)
+        return np.frombuffer(raw, dtype="<f2")  # float16, as _GuildMatrix keeps it (np.stack copies)
 
     def search(self, guild: int, query: np.ndarray, top: int = 5) -> list[Hit]:
         """Top `top` items by cosine similarity to the unit vector `query`, best first."""
-        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
         if q.shape != (self.dim,):
             raise ValueError(f"query has {q.size} dims, the gallery {self.dim}")
         m = self.refresh(guild)
         with m.lock:
             if m.n == 0 or top <= 0:
                 return []
-            scores = m.matrix[: m.n] @ q
-            k = min(top, m.n)
-            best = np.argpartition(-scores, k - 1)[:k] if k < m.n else np.arange(m.n)
-            best = best[np.argsort(-scores[best], kind="stable")]
-            picked = [(m.ids[i], float(scores[i])) for i in best]
+            rows, scores = m.best(q, top)
+            picked = [(m.ids[i], float(s)) for i, s in zip(rows, scores)]
         metas = self.r.hmget(self.key(guild, "meta"), [i for i, _ in picked])
         hits = []
         for (item_id, score), raw in zip(picked, metas):
