@@ -8,7 +8,7 @@ STAMP := $(VENV)/.clipbot-installed
 TORCH := torch==2.13.0
 TAMING := taming-transformers-rom1504==0.0.6
 
-.PHONY: install test run worker
+.PHONY: install test run worker demo
 .DEFAULT_GOAL := test
 
 install: $(STAMP)
@@ -39,6 +39,10 @@ run: install
 
 worker: install
 	$(PY) -m worker
+
+# /classify, /find and /imagine through embedded Redis + a worker process -> demo-out/
+demo: install
+	$(PY) -m worker.demo --out demo-out
 
 # Benchmarks -> bench/results.json + a table. QUICK=1: small sizes, a few minutes. BENCH_ONLY=imagine,find: a subset.
 .PHONY: bench
