@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(1.0, ge=0, description="Least time between two Progress events of one job.")
     cancel_check_s: float = Field(0.25, ge=0, description="Least time between two cancel-flag reads of one job (cancel latency).")
     heartbeat_file: Path | None = Field(None, description="If set, the worker touches this file after every successful heartbeat (container healthcheck).")
+    vqgan_allow_pickle: bool = Field(False, description="Allow a full (unsafe) unpickling of the VQGAN checkpoint when the safe loader refuses it. Only for trusted local files (`--vqgan-allow-pickle`).")
     shutdown_grace_s: float = Field(20.0, ge=0, description="On SIGTERM, how long a worker lets running jobs finish before releasing them to other workers.")
 
     # --- bot (CLIPBOT_*)
@@ -116,6 +117,15 @@ def markdown_table() -> str:
         default = info.default
         shown = "unset" if default is None else f"`{default}`"
         rows.append(f"| `{env_name(field)}` | {shown} | {info.description} |")
+    # The imagine engine's knobs are the fields of its config dataclass, read by the worker as
+    # CLIPBOT_IMAGINE_<FIELD> (worker/imagine/handlers.py); listed from the dataclass itself.
+    import dataclasses
+
+    from worker.imagine.engine import ImagineConfig
+
+    knobs = ", ".join(f"`{f.name.upper()}`={f.default}" for f in dataclasses.fields(ImagineConfig))
+    rows.append(f"| `CLIPBOT_IMAGINE_<FIELD>` | see meaning | One per field of `ImagineConfig` "
+                f"(`worker/imagine/engine.py`, documented there and in `worker/imagine/README.md`): {knobs}. |")
     return "\n".join(rows)
 
 

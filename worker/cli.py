@@ -136,6 +136,7 @@ def _settings(args):
     overrides = {k: v for k, v in {
         "clip_model": args.clip_model, "vqgan_config": args.vqgan_config,
         "vqgan_checkpoint": args.vqgan_checkpoint,
+        "vqgan_allow_pickle": getattr(args, "vqgan_allow_pickle", None) or None,  # imagine's flag
     }.items() if v is not None}
     return load_settings(**overrides)
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 from jobs.schemas import ImagePrompt
 from worker.api import JobError
 from worker.imagine.engine import as_job
-from worker.imagine.handlers import ALLOW_PICKLE_ENV
 from worker.imagine.prompts import parse_prompts
 
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*(?:[x×X*,]\s*(\d{1,5}))?\s*$")
@@ -60,8 +58,6 @@ def _read(path: str, what: str) -> bytes:
 
 
 def imagine_main(args, runner) -> int:
-    if args.vqgan_allow_pickle:  # read when the local runner loads the models (on the first run)
-        os.environ[ALLOW_PICKLE_ENV] = "1"
     parse_prompts(args.prompt)  # fail fast, before any model loads or upload
     if args.init_weight and not args.init_image:
         raise JobError("--init-weight needs --init-image.")

@@ -3,7 +3,8 @@
 Models load once here, when the worker starts. The CLIP is shared with the CLIP engine
 (`get_clip`). Engine knobs come from `CLIPBOT_IMAGINE_<FIELD>` environment variables, one per
 `ImagineConfig` field (e.g. CLIPBOT_IMAGINE_BATCH_SIZE=8, CLIPBOT_IMAGINE_MAX_PIXELS=262144).
-CLIPBOT_VQGAN_ALLOW_PICKLE=1 lets a trusted local VQGAN checkpoint be fully unpickled (see vqgan.py).
+Settings.vqgan_allow_pickle (CLIPBOT_VQGAN_ALLOW_PICKLE=1) lets a trusted local VQGAN checkpoint be
+fully unpickled (see vqgan.py).
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from worker.imagine.vqgan import load_vqgan
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "CLIPBOT_IMAGINE_"
-ALLOW_PICKLE_ENV = "CLIPBOT_VQGAN_ALLOW_PICKLE"
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -51,8 +51,8 @@ def build(settings, device: str | None = None) -> ImagineEngine:
     from worker.clip.model import get_clip
 
     clip = get_clip(settings.clip_model, device)
-    allow_pickle = os.environ.get(ALLOW_PICKLE_ENV, "").strip().lower() in _TRUE
-    vqgan = load_vqgan(settings.vqgan_config, settings.vqgan_checkpoint, device, allow_pickle=allow_pickle)
+    vqgan = load_vqgan(settings.vqgan_config, settings.vqgan_checkpoint, device,
+                       allow_pickle=settings.vqgan_allow_pickle)
     engine = ImagineEngine(clip, vqgan, config_from_env())
     log.info("imagine engine: VQGAN %s, CLIP %r, %s", vqgan.info(), clip, engine.config)
     return engine
