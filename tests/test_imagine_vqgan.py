@@ -168,3 +168,13 @@ def test_decoder_has_no_batch_coupled_op(files):
         (out * w[i:i + 1]).sum().backward()
         assert torch.allclose(out.detach(), batched[i:i + 1], atol=1e-4)
         assert torch.allclose(zi.grad, grad[i:i + 1], atol=1e-3, rtol=1e-3)
+
+
+def test_taming_swish_is_the_fused_silu(files):
+    """vqgan_compat swaps taming's `x * sigmoid(x)` for F.silu (one kernel): the same function."""
+    from taming.modules.diffusionmodules import model
+
+    load_vqgan(*files, "cpu")
+    assert model.nonlinearity is torch.nn.functional.silu
+    x = torch.linspace(-8, 8, 1001, dtype=torch.float64)
+    assert torch.allclose(model.nonlinearity(x), x * torch.sigmoid(x), rtol=1e-12, atol=1e-12)

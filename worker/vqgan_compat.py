@@ -38,8 +38,19 @@ def _install_stand_ins() -> None:
         sys.modules["pytorch_lightning"] = pl
 
 
+def _fuse_swish() -> None:
+    """taming's swish is `x * torch.sigmoid(x)`: two kernels and an extra saved tensor per activation.
+    F.silu is the same function as one kernel forward and backward. The decoder looks the name up
+    at call time, so replacing the module global is enough."""
+    from taming.modules.diffusionmodules import model
+
+    model.nonlinearity = torch.nn.functional.silu
+
+
 def import_vqmodel() -> type:
     _install_stand_ins()
     from taming.models.vqgan import VQModel
+
+    _fuse_swish()
 
     return VQModel
