@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(1.0, ge=0, description="Least time between two Progress events of one job.")
     cancel_check_s: float = Field(0.25, ge=0, description="Least time between two cancel-flag reads of one job (cancel latency).")
     heartbeat_file: Path | None = Field(None, description="If set, the worker touches this file after every successful heartbeat (container healthcheck).")
+    torch_threads: int = Field(0, ge=0, le=256, description="Torch (and BLAS) threads per worker; 0 = torch's default (one per core). Use 1 when the cores are shared with other busy processes: small ops slow down 3-30x when their threads wait for a preempted partner.")
     vqgan_allow_pickle: bool = Field(False, description="Allow a full (unsafe) unpickling of the VQGAN checkpoint when the safe loader refuses it. Only for trusted local files (`--vqgan-allow-pickle`).")
     shutdown_grace_s: float = Field(20.0, ge=0, description="On SIGTERM, how long a worker lets running jobs finish before releasing them to other workers.")
 

@@ -37,6 +37,10 @@ def _optional(module: str):
 
 
 def build(settings) -> WorkerSetup:
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)
     setup = WorkerSetup(device=device)
     clip = _optional("worker.clip.handlers")
