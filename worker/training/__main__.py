@@ -7,6 +7,7 @@ eval measures the shipped (or --clip-dir / --vqgan-dir) models on freshly drawn 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -43,7 +44,26 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     log = _log(args.json)
     result: dict = {}
+    if args.json:  # taming prints "Working with z of shape ..." to stdout: keep stdout for the JSON
+        with contextlib.redirect_stdout(sys.stderr):
+            result = _run(args, log)
+    else:
+        result = _run(args, log)
 
+    for part in result.values():
+        if isinstance(part, dict):
+            for key in ("train_config", "model_config", "losses"):
+                part.pop(key, None)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in flatten(result):
+            print(f"{key:<58} {value}")
+    return 0
+
+
+def _run(args, log) -> dict:
+    result: dict = {}
     if args.command == "all":
         result = train_all(args.out, args.minutes or 40.0, log)
     if args.command == "clip":
@@ -68,16 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             vqgan_dir=args.vqgan_dir or args.out / "vqgan-shapes",
             n=args.n, seed=args.seed, log=log, imagine=not args.no_imagine,
         )
-    for part in result.values():
-        if isinstance(part, dict):
-            for key in ("train_config", "model_config", "losses"):
-                part.pop(key, None)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for key, value in flatten(result):
-            print(f"{key:<58} {value}")
-    return 0
+    return result
 
 
 def train_all(out: Path, minutes: float, log) -> dict:
