@@ -1,4 +1,4 @@
-# clipbot — make install | test | run   (later: demo, models, bench)
+# clipbot — make install | test | run | demo | models | bench
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.clipbot-installed
 TORCH := torch==2.13.0
 TAMING := taming-transformers-rom1504==0.0.6
 
-.PHONY: install test run worker demo
+.PHONY: install test run worker demo models
 .DEFAULT_GOAL := test
 
 install: $(STAMP)
@@ -39,6 +39,11 @@ run: install
 
 worker: install
 	$(PY) -m worker
+
+# Retrain the shipped models from scratch into models/ (wall-clock budget in minutes, both models)
+MODELS_MINUTES ?= 40
+models: install
+	$(PY) -m worker.training all --out models --minutes $(MODELS_MINUTES)
 
 # /classify, /find and /imagine through embedded Redis + a worker process -> demo-out/
 demo: install
