@@ -178,3 +178,20 @@ def test_taming_swish_is_the_fused_silu(files):
     assert model.nonlinearity is torch.nn.functional.silu
     x = torch.linspace(-8, 8, 1001, dtype=torch.float64)
     assert torch.allclose(model.nonlinearity(x), x * torch.sigmoid(x), rtol=1e-12, atol=1e-12)
+
+
+def test_sample_wise_decode_is_bit_identical_to_decoding_each_image(files):
+    """The CPU path: convs image by image, everything else batched; forward and backward exact."""
+    vq = load_vqgan(*files, "cpu")
+    g = torch.Generator().manual_seed(1)
+    z = torch.cat([vq.random_latent(6, 5, g) for _ in range(3)]).requires_grad_(True)
+    w = torch.randn(3, 3, 12, 10, generator=g)
+    out = vq.decode(vq.quantize(z), sample_wise=True)
+    (out * w).sum().backward()
+    for i in range(3):
+        zi = z.detach()[i:i + 1].clone().requires_grad_(True)
+        single = vq.decode(vq.quantize(zi))
+        (single * w[i:i + 1]).sum().backward()
+        assert torch.equal(single.detach(), out.detach()[i:i + 1])
+        assert torch.equal(zi.grad, z.grad[i:i + 1])
+    assert not any(m.sample_wise for m in vq._convs)  # the flag does not leak into later calls

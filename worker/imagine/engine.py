@@ -146,8 +146,8 @@ class ImagineEngine:
         clip.model.requires_grad_(False)  # we need gradients for pixels only
         # On a CPU, oneDNN picks batch-size-dependent conv kernels whose rounding differs by ~1e-6,
         # and through the hard argmin of vector quantisation such noise can grow into a visibly
-        # different picture. A CPU gains nothing from batching the decoder, so there it runs image
-        # by image and a batched job is bit-identical to its solo run; on a GPU it runs batched.
+        # different picture. So on a CPU the decoder's convs run image by image (the rest of the
+        # decoder batched) and a batched job is bit-identical to its solo run; on a GPU all batched.
         per_image = self.config.decode_per_image
         self._decode_per_image = self.device.type == "cpu" if per_image is None else per_image
         self._waiting: deque[_Run] = deque()
@@ -365,10 +365,7 @@ class ImagineEngine:
 
     def synth(self, z: Tensor) -> Tensor:
         """Latents -> images in [0, 1] through the straight-through quantiser and the decoder."""
-        if self._decode_per_image and len(z) > 1:
-            x = torch.cat([self.vqgan.decode(self.vqgan.quantize(zi)) for zi in z.split(1)])
-        else:
-            x = self.vqgan.decode(self.vqgan.quantize(z))
+        x = self.vqgan.decode(self.vqgan.quantize(z), sample_wise=self._decode_per_image)
         return _ClampWithGrad.apply(x.add(1).div(2), 0.0, 1.0)
 
     def cutouts(self, image: Tensor, gens: list[torch.Generator]) -> Tensor:
