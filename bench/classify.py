@@ -39,28 +39,15 @@ def shape_pngs(n: int, size: int = 512, seed: int = 0) -> list[bytes]:
     return out
 
 
-class BlobContext:
-    def __init__(self, blobs: dict[str, bytes]):
-        self.blobs = blobs
-
-    def blob(self, key: str) -> bytes:
-        return self.blobs[key]
-
-    def progress(self, *a, **k) -> None:
-        pass
-
-    def cancelled(self) -> bool:
-        return False
-
-
 def measure(clip, repeats_b1: int, repeats_b32: int) -> dict:
     from jobs.schemas import ClassifyJob
     from worker.clip.classify import DEFAULT_TEMPLATES, label_embeddings
     from worker.clip.handlers import ClipHandlers
+    from worker.api import QuietContext
     from worker.images import decode_image
 
     pngs = shape_pngs(32)
-    ctx = BlobContext({f"{i:032x}": b for i, b in enumerate(pngs)})
+    ctx = QuietContext({f"{i:032x}": b for i, b in enumerate(pngs)})
     handlers = ClipHandlers(clip)
     job = lambda i: ClassifyJob(image=f"{i % 32:032x}", labels=LABELS)  # noqa: E731
     handlers.classify(job(0), ctx)  # warm-up: label embeddings cached, kernels chosen

@@ -75,7 +75,8 @@ def peak_mb(device: torch.device) -> float:
 
 
 def time_config(clip, vqgan, size: int, k: int, steps: int, warmup: int, cutouts: int) -> dict:
-    from bench.imagine import QuietContext, jobs
+    from bench.imagine import jobs
+    from worker.api import QuietContext
     from worker.imagine.engine import ImagineConfig, ImagineEngine
 
     device = vqgan.device

@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,26 +24,12 @@ import torch.nn.functional as F
 from bench.common import median
 from bench.models import ROOT, shapes_models, tiny_models
 from jobs.schemas import ImagineJob
+from worker.api import QuietContext
 from worker.imagine.engine import ImagineConfig, ImagineEngine, _center_crop
 
 PROMPTS = ["a red circle", "a blue star on a yellow background", "a green square | a white triangle:0.5",
            "a purple star", "an orange circle on a black background", "a yellow triangle",
            "a white square on a grey background", "a black star on a white background"]
-
-
-class QuietContext:
-    """A JobContext that drops progress (the bench measures the engine, not the transport)."""
-
-    job = None
-
-    def progress(self, *args, **kwargs) -> None:
-        pass
-
-    def cancelled(self) -> bool:
-        return False
-
-    def blob(self, key: str) -> bytes:
-        raise KeyError(key)
 
 
 def jobs(n: int, steps: int) -> list[ImagineJob]:

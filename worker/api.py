@@ -53,6 +53,27 @@ class JobContext(Protocol):
         """Bytes of a blob the job references. Raises JobError if it expired or is missing."""
 
 
+class QuietContext:
+    """A JobContext for running an engine directly (benchmarks, evaluation): blobs from a dict,
+    progress dropped, never cancelled."""
+
+    def __init__(self, blobs: dict[str, bytes] | None = None, job: Job | None = None):
+        self.job = job
+        self.blobs = blobs or {}
+
+    def progress(self, step: int, total: int, loss: float | None = None, preview_png: bytes | None = None) -> None:
+        pass
+
+    def cancelled(self) -> bool:
+        return False
+
+    def blob(self, key: str) -> bytes:
+        try:
+            return self.blobs[key]
+        except KeyError:
+            raise JobError(f"blob {key} is missing") from None
+
+
 class Runner(Protocol):
     def put_blob(self, data: bytes) -> str:
         """Store bytes the job will reference (an image to classify, an init image); returns its key."""

@@ -18,13 +18,34 @@ import numpy as np
 from PIL import Image
 
 from jobs.schemas import ImagineJob
-from worker.imagine.bench import _Quiet, load_models
+from worker.api import QuietContext
 from worker.imagine.engine import ImagineConfig, imagine
 
 CASES = [
     ("red", "circle", "blue"), ("yellow", "star", "black"), ("green", "square", "white"),
     ("blue", "triangle", "yellow"), ("purple", "circle", "grey"), ("orange", "square", "green"),
 ]
+
+
+def load_models(args):
+    """The shipped models (the worker's settings), the ones named on the command line, or with
+    --tiny the random test models of tests/factories.py."""
+    from worker.clip.model import load_clip
+    from worker.imagine.vqgan import load_vqgan
+
+    if args.tiny:
+        import tempfile
+        from pathlib import Path
+
+        from tests.factories import make_clip_dir, make_vqgan_files
+
+        root = Path(tempfile.mkdtemp(prefix="imagine-quality-"))
+        return load_clip(make_clip_dir(root / "clip"), args.device), load_vqgan(*make_vqgan_files(root / "vq"), args.device)
+    from jobs.settings import load_settings
+
+    s = load_settings()
+    return (load_clip(args.clip_model or s.clip_model, args.device),
+            load_vqgan(args.vqgan_config or s.vqgan_config, args.vqgan_checkpoint or s.vqgan_checkpoint, args.device))
 
 
 def _palette():
@@ -69,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, t0 = [], time.perf_counter()
     for i, (c, s, b) in enumerate(CASES[: args.cases]):
         prompt = f"a {c} {s} on a {b} background"
-        out = imagine(clip, vqgan, ImagineJob(prompt=prompt, seed=i, steps=args.steps), _Quiet(), cfg)
+        out = imagine(clip, vqgan, ImagineJob(prompt=prompt, seed=i, steps=args.steps), QuietContext(), cfg)
         frac = colour_fractions(out.blobs["png"])
         hit = frac[b] >= 0.25 and frac[c] >= 0.03
         rows.append({"prompt": prompt, "shape_colour": round(frac[c], 3), "background": round(frac[b], 3),
