@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
 from worker.training import shapes as S
+from worker.training.schedule import lr_at, time_frac
 from worker.training.data import (
     CLIP_MEAN, CLIP_STD, ScenePool, captions_with_facts, fit_matrix, flip_rotate, normalise_clip, scene_truth,
 )
@@ -125,18 +126,6 @@ def contrastive_loss(image_embeds, text_embeds, logit_scale, fits: torch.Tensor)
     loss_i = -(t_img * F.log_softmax(logits, 1)).sum(1).mean()
     loss_t = -(t_txt * F.log_softmax(logits.t(), 1)).sum(1).mean()
     return (loss_i + loss_t) / 2
-
-
-def time_frac(t0: float, minutes: float | None) -> float:
-    return 0.0 if minutes is None else (time.time() - t0) / (minutes * 60)
-
-
-def lr_at(step: int, total: int, cfg: ClipTrainConfig, time_frac: float = 0.0) -> float:
-    """Linear warmup, then cosine decay over whichever runs out first: the steps or the wall-clock budget."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    p = min(1.0, max((step - cfg.warmup) / max(1, total - cfg.warmup), time_frac))
-    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:

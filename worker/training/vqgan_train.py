@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from worker.training.schedule import lr_at, time_frac
 from worker.training.data import ScenePool, flip_rotate
 from worker.vqgan_compat import import_vqmodel
 
@@ -115,18 +116,6 @@ def restart_dead_codes(model, z: torch.Tensor, usage: torch.Tensor, gen: torch.G
         noise = 0.01 * z.std() * torch.randn(len(dead), z.shape[1], generator=gen)
         model.quantize.embedding.weight.data[dead] = z[pick] + noise
     return len(dead)
-
-
-def time_frac(t0: float, minutes: float | None) -> float:
-    return 0.0 if minutes is None else (time.time() - t0) / (minutes * 60)
-
-
-def lr_at(step: int, total: int, cfg: VqganTrainConfig, time_frac: float = 0.0) -> float:
-    """Linear warmup, then cosine decay over whichever runs out first: the steps or the wall-clock budget."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    p = min(1.0, max((step - cfg.warmup) / max(1, total - cfg.warmup), time_frac))
-    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
 def train_vqgan(
