@@ -138,7 +138,10 @@ async def test_redis_restart_with_aof_loses_nothing(redis_server, worker_procs, 
     statuses = await wait_for(all_final, timeout_s=60, every_s=0.2)
     assert [s.state for s in statuses] == ["done"] * 5
     assert [s.attempts for s in statuses] == [1] * 5  # the in-flight ones were not re-run
-    assert "redis unavailable" in w.log_path.read_text()  # the worker really saw the outage
+    # the worker really saw the outage: in a lane's read loop or, when the restart fell between two
+    # reads (redis-py reconnects a blocked read transparently), in a running job's progress publish
+    log_text = w.log_path.read_text()
+    assert "redis unavailable" in log_text or "progress not sent" in log_text, log_text[-2000:]
     for j in fast + slow:
         events = await job_events(q, j.id)
         assert sum(e.type == "result" for e in events) == 1
