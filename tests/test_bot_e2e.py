@@ -73,9 +73,7 @@ async def h(stack, tmp_path):
     try:
         yield harness
     finally:
-        await harness.stop_bot()
-        await harness.queue.redis.aclose()
-        await fake.stop()
+        await harness.close()
     assert not fake.errors, fake.errors
 
 

@@ -61,6 +61,12 @@ class Harness:
             await self.bot.queue.redis.aclose()
             self.bot = None
 
+    async def close(self) -> None:
+        """Stop the bot, then the tests' own Redis handle and the fake Discord."""
+        await self.stop_bot()
+        await self.queue.redis.aclose()
+        await self.fake.stop()
+
 
 @pytest.fixture
 async def harness(redis_server, tmp_path):  # redis_server: tests/conftest.py (a real redis-server)
@@ -69,9 +75,7 @@ async def harness(redis_server, tmp_path):  # redis_server: tests/conftest.py (a
     try:
         yield h
     finally:
-        await h.stop_bot()
-        await h.queue.redis.aclose()
-        await fake.stop()
+        await h.close()
     assert not fake.errors, fake.errors
 
 
