@@ -44,7 +44,7 @@ def measure(clip, repeats_b1: int, repeats_b32: int) -> dict:
     from worker.clip.classify import DEFAULT_TEMPLATES, label_embeddings
     from worker.clip.handlers import ClipHandlers
     from worker.api import QuietContext
-    from worker.images import decode_image
+    from jobs.validation.images import decode_image
 
     pngs = shape_pngs(32)
     ctx = QuietContext({f"{i:032x}": b for i, b in enumerate(pngs)})

@@ -74,7 +74,7 @@ def throughput(clip, vqgan, cfg: ImagineConfig, ks: list[int], steps: int) -> di
 @torch.no_grad()
 def clip_score(clip, image: torch.Tensor, prompt: str) -> float:
     """What the engine reports: CLIP similarity of the centre square to the prompt."""
-    from worker.imagine.prompts import parse_prompts
+    from jobs.validation.prompts import parse_prompts
 
     s = clip.image_size
     square = _center_crop(image, min(image.shape[-2:]))

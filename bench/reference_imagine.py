@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from worker.imagine.engine import ImagineConfig, _ClampWithGrad, spherical_distance
-from worker.imagine.prompts import parse_prompts
+from jobs.validation.prompts import parse_prompts
 
 
 class ReferenceImagine:

@@ -9,10 +9,10 @@ import re
 from dataclasses import dataclass
 
 from jobs.schemas import MAX_PROMPT_CHARS, MAX_QUERY_CHARS
-from worker.api import JobError
-from worker.clip.labels import validate_labels
-from worker.images import SUPPORTED_NAMES, decode_image, describe_content, sniff_image_type
-from worker.imagine.prompts import parse_prompts
+from jobs.validation import JobError
+from jobs.validation.labels import validate_labels
+from jobs.validation.images import SUPPORTED_NAMES, decode_image, describe_content, sniff_image_type
+from jobs.validation.prompts import parse_prompts
 
 from bot.guild_config import GuildConfig
 from jobs.settings import Settings

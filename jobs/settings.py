@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "CLIPBOT_"
@@ -26,9 +26,55 @@ class SettingsError(ValueError):
     """A configuration value is missing or invalid; the message names the variable."""
 
 
+class ImagineConfig(BaseModel):
+    """The imagine engine's knobs: `CLIPBOT_IMAGINE_<FIELD>` (e.g. CLIPBOT_IMAGINE_BATCH_SIZE=8).
+
+    Defaults suit the shipped small models (64 px CLIP, factor-4 VQGAN, both trained on 64 px
+    scenes): at their native 64 px one shape fills a good part of the picture, as in their world;
+    at 128 px the decoder's natural scale tiles the picture with many small blobs. Measured with
+    `python -m worker.imagine.quality` (README). Larger sizes stay available up to max_pixels.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    width: int = Field(64, ge=8, le=4096, description="Default picture width in pixels.")
+    height: int = Field(64, ge=8, le=4096, description="Default picture height in pixels.")
+    steps: int = Field(100, ge=1, description="Default optimisation steps per picture.")
+    max_steps: int = Field(500, ge=1, description="Most steps a job may ask for.")
+    max_pixels: int = Field(256 * 256, ge=64, description="Pixel budget per picture: bounds memory and time per step.")
+    min_side: int = Field(32, ge=8, description="Smallest width or height a job may ask for.")
+    cutouts: int = Field(32, ge=1, le=1024, description="Random crops of the picture CLIP scores each step.")
+    cut_min_size: float = Field(0.7, gt=0, le=1, description="Smallest cutout side as a fraction of the shorter side (large crops: the shipped CLIP only saw whole scenes).")
+    cut_pow: float = Field(1.0, gt=0, description=">1 favours small cutouts (detail), <1 large ones (composition).")
+    cut_supersample: int = Field(2, ge=1, le=8, description="Sample cutouts at this multiple and average down (cheap anti-aliasing).")
+    flip: float = Field(0.5, ge=0, le=1, description="Probability of a horizontal flip per cutout.")
+    rotate_degrees: float = Field(10.0, ge=0, le=180, description="Largest rotation of a cutout.")
+    scale_jitter: float = Field(0.1, ge=0, lt=1, description="Largest relative zoom of a cutout.")
+    translate: float = Field(0.05, ge=0, le=1, description="Largest shift of a cutout, as a fraction of its side.")
+    noise: float = Field(0.1, ge=0, description="Per-cutout Gaussian noise; its std is drawn uniformly from [0, noise].")
+    lr: float = Field(0.1, gt=0, description="Adam learning rate on the latent.")
+    init_grid: int = Field(0, ge=0, description="0: a random codebook entry per latent position; g: one per cell of a g x g grid.")
+    preview_every: int = Field(10, ge=1, description="Steps between two progress previews.")
+    preview_size: int = Field(128, ge=16, description="Longer side of previews (small pictures are enlarged by a whole factor).")
+    gif_frames: int = Field(50, ge=2, le=500, description="Most frames in the timelapse GIF.")
+    gif_size: int = Field(256, ge=16, description="Longer side of the timelapse (small pictures are enlarged by a whole factor).")
+    gif_frame_ms: int = Field(80, ge=10, description="Time per GIF frame.")
+    gif_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="The GIF is shrunk until it fits (Discord's upload limit).")
+    time_budget_s: float = Field(600.0, gt=0, description="A job stops (and delivers what it has) after this long.")
+    batch_size: int = Field(4, ge=1, le=64, description="Same-size jobs one worker optimises together.")
+    decode_per_image: bool | None = Field(None, description="`auto`: decode per image on CPU (bit-identical to solo) and batched on GPU; or true / false.")
+
+    @field_validator("decode_per_image", mode="before")
+    @classmethod
+    def _auto(cls, value):
+        return None if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix=PREFIX, env_file=".env", extra="ignore", populate_by_name=True, validate_default=True
+        env_prefix=PREFIX, env_file=".env", extra="ignore", populate_by_name=True, validate_default=True,
+        # CLIPBOT_IMAGINE_BATCH_SIZE -> imagine.batch_size (split once, so field names keep their "_")
+        env_nested_delimiter="_", env_nested_max_split=1,
     )
 
     # --- well-known names (no prefix)
@@ -54,6 +100,7 @@ class Settings(BaseSettings):
 
     # --- worker (CLIPBOT_*)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device for the engines: auto picks CUDA when available.")
+    engines: str = Field("clip,imagine", pattern=r"^\s*(clip|imagine)\s*(,\s*(clip|imagine)\s*)?$", description="Which engines a worker serves: `clip` (classify, index, find), `imagine`, or `clip,imagine`.")
     worker_id: str | None = Field(None, max_length=64, description="Worker name in the registry. Unset: host-pid.")
     handlers: str = Field("worker.handlers:build", description="`module:function` building the worker's job handlers (tests swap in fakes).")
     progress_interval_s: float = Field(1.0, ge=0, description="Least time between two Progress events of one job.")
@@ -62,6 +109,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, le=256, description="Torch (and BLAS) threads per worker; 0 = torch's default (one per core). Use 1 when the cores are shared with other busy processes: small ops slow down 3-30x when their threads wait for a preempted partner.")
     vqgan_allow_pickle: bool = Field(False, description="Allow a full (unsafe) unpickling of the VQGAN checkpoint when the safe loader refuses it. Only for trusted local files (`--vqgan-allow-pickle`).")
     shutdown_grace_s: float = Field(20.0, ge=0, description="On SIGTERM, how long a worker lets running jobs finish before releasing them to other workers.")
+    imagine: ImagineConfig = Field(default_factory=ImagineConfig, description="The imagine engine (below).")
 
     # --- bot (CLIPBOT_*)
     cooldown_s: float = Field(10.0, ge=0, le=86400, description="Least time between two jobs of one user (a server's /config overrides it).")
@@ -107,26 +155,29 @@ def load_settings(**overrides) -> Settings:
                 continue
             loc = str(err["loc"][0])
             name = env_name(loc) if loc in Settings.model_fields else loc
+            if loc == "imagine" and len(err["loc"]) > 1:
+                name = f"{PREFIX}IMAGINE_{str(err['loc'][1]).upper()}"
             lines.append(f"{name}={err.get('input')!r}: {err['msg']}")
         raise SettingsError("invalid configuration: " + "; ".join(lines)) from None
+
+
+def _row(name: str, info) -> str:
+    default = info.default
+    shown = "unset" if default is None else f"`{default}`"
+    if name.endswith("DECODE_PER_IMAGE"):
+        shown = "`auto`"
+    return f"| `{name}` | {shown} | {info.description} |"
 
 
 def markdown_table() -> str:
     """The README's configuration table, generated from the fields so the two never drift."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for field, info in Settings.model_fields.items():
-        default = info.default
-        shown = "unset" if default is None else f"`{default}`"
-        rows.append(f"| `{env_name(field)}` | {shown} | {info.description} |")
-    # The imagine engine's knobs are the fields of its config dataclass, read by the worker as
-    # CLIPBOT_IMAGINE_<FIELD> (worker/imagine/handlers.py); listed from the dataclass itself.
-    import dataclasses
-
-    from worker.imagine.engine import ImagineConfig
-
-    knobs = ", ".join(f"`{f.name.upper()}`={f.default}" for f in dataclasses.fields(ImagineConfig))
-    rows.append(f"| `CLIPBOT_IMAGINE_<FIELD>` | see meaning | One per field of `ImagineConfig` "
-                f"(`worker/imagine/engine.py`, documented there and in `worker/imagine/README.md`): {knobs}. |")
+        if field == "imagine":
+            continue
+        rows.append(_row(env_name(field), info))
+    for field, info in ImagineConfig.model_fields.items():
+        rows.append(_row(f"{PREFIX}IMAGINE_{field.upper()}", info))
     return "\n".join(rows)
 
 

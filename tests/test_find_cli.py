@@ -92,7 +92,7 @@ def test_local_find_uses_the_disk_cache(folder, tmp_path, capsys):
 def test_local_find_ranks_by_the_models_cosine(folder, tmp_path, capsys):
     """A random model has no semantics; what is checked is the ranking against brute force."""
     from worker.clip.model import get_clip
-    from worker.images import decode_image
+    from jobs.validation.images import decode_image
 
     hits, _ = run_find(capsys, "a red circle", "--images", str(folder), "--top", "10", "--cache-dir",
                        str(tmp_path / "c"), "--clip-model", str(tiny_clip_dir()), "--json")

@@ -1,4 +1,4 @@
-"""worker.images: every kind of hostile or awkward file a Discord member can upload.
+"""jobs.validation.images: every kind of hostile or awkward file a Discord member can upload.
 
 All files are made here with Pillow (or by hand, for the crafted headers), so each test knows
 exactly what the right answer is.
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from worker.api import JobError
-from worker.images import (
+from jobs.validation.images import (
     ImageRejected,
     decode_image,
     describe_content,

@@ -15,7 +15,7 @@ from worker.api import JobError
 from worker.cli import build_parser
 from worker.imagine.cli import imagine_main, parse_size
 from worker.imagine.engine import ImagineEngine
-from worker.imagine.handlers import config_from_env
+from jobs.settings import ImagineConfig, SettingsError, load_settings
 from worker.loop import WorkerSetup
 from worker.runner import LocalRunner
 
@@ -66,14 +66,24 @@ def test_size_parsing():
         args_for("a star", "--out", "x.png", "--size", "big")
 
 
-def test_config_from_env():
-    cfg = config_from_env({"CLIPBOT_IMAGINE_BATCH_SIZE": "8", "CLIPBOT_IMAGINE_LR": "0.2", "OTHER": "x"})
-    assert cfg.batch_size == 8 and cfg.lr == 0.2 and cfg.decode_per_image is None
-    assert config_from_env({"CLIPBOT_IMAGINE_DECODE_PER_IMAGE": "false"}).decode_per_image is False
-    with pytest.raises(ValueError, match="CLIPBOT_IMAGINE_STEPS='many'"):
-        config_from_env({"CLIPBOT_IMAGINE_STEPS": "many"})
-    with pytest.raises(ValueError, match="must be positive"):
-        config_from_env({"CLIPBOT_IMAGINE_BATCH_SIZE": "0"})
+def test_imagine_knobs_are_settings(monkeypatch, tmp_path):
+    """CLIPBOT_IMAGINE_<FIELD> go through the one pydantic Settings: environment, .env, clear errors."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLIPBOT_IMAGINE_BATCH_SIZE", "8")
+    monkeypatch.setenv("CLIPBOT_IMAGINE_LR", "0.2")
+    (tmp_path / ".env").write_text("CLIPBOT_IMAGINE_CUT_MIN_SIZE=0.25\nCLIPBOT_IMAGINE_DECODE_PER_IMAGE=false\n")
+    cfg = load_settings().imagine
+    assert (cfg.batch_size, cfg.lr, cfg.cut_min_size, cfg.decode_per_image) == (8, 0.2, 0.25, False)
+    assert cfg.steps == ImagineConfig().steps and cfg.max_pixels == ImagineConfig().max_pixels
+    monkeypatch.setenv("CLIPBOT_IMAGINE_DECODE_PER_IMAGE", "auto")
+    assert load_settings().imagine.decode_per_image is None
+    monkeypatch.setenv("CLIPBOT_IMAGINE_STEPS", "many")
+    with pytest.raises(SettingsError, match="CLIPBOT_IMAGINE_STEPS='many'"):
+        load_settings()
+    monkeypatch.setenv("CLIPBOT_IMAGINE_STEPS", "100")
+    monkeypatch.setenv("CLIPBOT_IMAGINE_BATCH_SIZE", "0")
+    with pytest.raises(SettingsError, match="CLIPBOT_IMAGINE_BATCH_SIZE='0'.*greater than or equal to 1"):
+        load_settings()
 
 
 def test_command_line_subprocess_json_only_on_stdout(tmp_path):

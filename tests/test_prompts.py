@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from jobs.schemas import MAX_PROMPT_CHARS
 from worker.api import JobError
-from worker.imagine.prompts import MAX_PROMPTS, MAX_WEIGHT, Prompt, parse_prompts
+from jobs.validation.prompts import MAX_PROMPTS, MAX_WEIGHT, Prompt, parse_prompts
 
 
 @pytest.mark.parametrize(

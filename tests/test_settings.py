@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.settings import Settings, SettingsError, env_name, load_settings, markdown_table
+from jobs.settings import ImagineConfig, Settings, SettingsError, env_name, load_settings, markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,4 +70,7 @@ def test_readme_configuration_table_is_in_sync():
     table = markdown_table()
     assert table in readme, "README's configuration table is stale: paste `python -m jobs.settings`"
     for field in Settings.model_fields:
-        assert f"`{env_name(field)}`" in table
+        if field != "imagine":  # a group: one row per ImagineConfig field instead
+            assert f"`{env_name(field)}`" in table
+    for field in ImagineConfig.model_fields:
+        assert f"`CLIPBOT_IMAGINE_{field.upper()}`" in table

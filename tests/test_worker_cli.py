@@ -16,9 +16,8 @@ from worker.runner import LocalRunner, RedisRunner
 
 @pytest.fixture
 def echo_command(monkeypatch):
-    """A fake subcommand served by tests.worker_fakes, plus one whose module does not exist."""
+    """A fake subcommand served by tests.worker_fakes."""
     monkeypatch.setitem(cli.SUBCOMMANDS, "echo", ("tests.worker_fakes", "add_echo_arguments", "echo_main", "echo"))
-    monkeypatch.setitem(cli.SUBCOMMANDS, "ghost", ("worker.no_such_engine.cli", "add_x", "x_main", "ghost"))
     monkeypatch.setenv("CLIPBOT_HANDLERS", "tests.worker_fakes:build")
 
 
@@ -42,12 +41,6 @@ def test_common_options_before_or_after_subcommand(echo_command):
     b = parser.parse_args(["echo", "q", "--json", "--redis", "redis://x"])
     assert (a.json, a.clip_model, a.redis) == (True, "/m", None)
     assert (b.json, b.redis) == (True, "redis://x")
-
-
-def test_missing_engine_says_so(echo_command, capsys):
-    assert cli.main(["ghost", "a", "--labels", "b,c"]) == 2
-    err = capsys.readouterr().err
-    assert "`python -m worker ghost` is not available" in err and "worker.no_such_engine.cli" in err
 
 
 def test_job_error_exit_1(echo_command, capsys):

@@ -16,14 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from jobs.schemas import Event, Job
-
-
-class JobError(Exception):
-    """A failure the user caused or can act on (bad image, bad prompt, over a limit).
-
-    Its message is shown to the user as is, so it must say what was wrong and what to do.
-    The job fails at once; it is not retried on another worker.
-    """
+from jobs.validation import JobError  # defined with the input checks that raise it; part of this API
 
 
 class JobCancelled(Exception):

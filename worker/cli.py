@@ -40,20 +40,6 @@ def _common(p: argparse.ArgumentParser, suppress: bool) -> None:
     p.add_argument("-v", "--verbose", action="store_true", default=d(False), help="debug logging on stderr")
 
 
-def _load_subcommand(name: str):
-    """The subcommand's module, or the reason it is unavailable."""
-    mod_name, add_fn, main_fn, _ = SUBCOMMANDS[name]
-    try:
-        mod = importlib.import_module(mod_name)
-    except ModuleNotFoundError as e:
-        if e.name and mod_name.startswith(e.name):
-            return None, f"{mod_name} is not part of this build yet"
-        raise
-    if not hasattr(mod, add_fn) or not hasattr(mod, main_fn):
-        return None, f"{mod_name} does not provide {add_fn}/{main_fn}"
-    return mod, None
-
-
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m worker",
@@ -67,13 +53,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         _common(sp, suppress=True)
         if name != chosen:
             continue
-        mod, why = _load_subcommand(name)
-        if mod is None:
-            sp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-            sp.set_defaults(_unavailable=why)
-        else:
-            getattr(mod, add_fn)(sp)
-            sp.set_defaults(_main=getattr(mod, main_fn))
+        mod = importlib.import_module(mod_name)  # only the chosen one: `find` need not load the imagine engine
+        getattr(mod, add_fn)(sp)
+        sp.set_defaults(_main=getattr(mod, main_fn))
     return parser
 
 
@@ -170,9 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command is None:
         return run_queue_worker(args, settings)
-    if getattr(args, "_unavailable", None):
-        print(f"error: `python -m worker {args.command}` is not available: {args._unavailable}", file=sys.stderr)
-        return 2
     try:
         rc = args._main(args, make_runner(args, settings))
     except JobError as e:

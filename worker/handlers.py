@@ -5,12 +5,11 @@ Each engine package plugs in through one function, imported only here:
 * `worker.clip.handlers.build(settings, device) -> dict[kind, handler]` for classify/index/find;
 * `worker.imagine.handlers.build(settings, device) -> BatchEngine | handler` for imagine.
 
-An engine whose module is missing is left out (its lane is not served) with a warning, so a
-CPU box can run only the fast CLIP jobs, say. Models load once, here, when the worker starts.
+`CLIPBOT_ENGINES` picks which of the two a worker serves (default both): a CPU box can serve only
+the fast CLIP lane while GPU workers take the generations. Models load once, here, at start.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 
 from worker.loop import WorkerSetup
@@ -26,16 +25,6 @@ def resolve_device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _optional(module: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and module.startswith(e.name):
-            log.warning("%s is not available: its jobs will not be served by this worker", module)
-            return None
-        raise
-
-
 def build(settings) -> WorkerSetup:
     if settings.torch_threads:
         import torch
@@ -43,18 +32,14 @@ def build(settings) -> WorkerSetup:
         torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)
     setup = WorkerSetup(device=device)
-    clip = _optional("worker.clip.handlers")
-    if clip is not None:
+    if "clip" in settings.engines:
+        from worker.clip import handlers as clip
+
         setup.handlers.update(clip.build(settings, device))
         setup.models.append(str(settings.clip_model))
-    imagine = _optional("worker.imagine.handlers")
-    if imagine is not None:
-        engine = imagine.build(settings, device)
-        if callable(engine) and not hasattr(engine, "step"):
-            setup.handlers["imagine"] = engine
-        else:
-            setup.imagine_engine = engine
+    if "imagine" in settings.engines:
+        from worker.imagine import handlers as imagine
+
+        setup.imagine_engine = imagine.build(settings, device)
         setup.models.append(str(settings.vqgan_checkpoint))
-    if not setup.handlers and setup.imagine_engine is None:
-        raise RuntimeError("no engine is available (worker.clip.handlers, worker.imagine.handlers missing)")
     return setup

@@ -1,13 +1,13 @@
 """The CLIP engine: model loading and embedding, zero-shot classification, server galleries and /find.
 
-Imports are lazy so the bot can use `worker.clip.labels.validate_labels` without importing torch.
+Imports are lazy: `import worker.clip` costs nothing until a name is used (torch loads then).
 """
 from __future__ import annotations
 
 import importlib
 
 _EXPORTS = {"Clip": "model", "ClipLoadError": "model", "get_clip": "model", "load_clip": "model",
-            "classify": "classify", "validate_labels": "labels", "Gallery": "gallery"}
+            "classify": "classify", "Gallery": "gallery"}
 __all__ = list(_EXPORTS)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from PIL import Image
 
-from worker.clip.labels import validate_labels
+from jobs.validation.labels import validate_labels
 from worker.clip.model import Clip
 
 # Art channels post photos, drawings, paintings and renders: templates that cover those (a subset of

@@ -30,8 +30,8 @@ import numpy as np
 
 from jobs.schemas import MAX_QUERY_CHARS, MAX_TOP, ClassifyJob, FindJob, GalleryItem, IndexJob
 from worker.api import JobError
-from worker.clip.labels import validate_labels
-from worker.images import DEFAULT_MAX_BYTES, ImageRejected, decode_image, describe_content, sniff_image_type
+from jobs.validation.labels import validate_labels
+from jobs.validation.images import DEFAULT_MAX_BYTES, ImageRejected, decode_image, describe_content, sniff_image_type
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".avif", ".svg"}
 EMBED_BATCH = 32

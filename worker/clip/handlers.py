@@ -17,7 +17,7 @@ from worker.api import JobCancelled, JobContext, JobError, Outcome
 from worker.clip.classify import DEFAULT_TEMPLATES, classify, validate_templates
 from worker.clip.gallery import MAX_ITEMS, Gallery, NewItem
 from worker.clip.model import Clip, get_clip
-from worker.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
+from jobs.validation.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
 
 log = logging.getLogger(__name__)
 

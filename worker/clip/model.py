@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from worker.images import shrink
+from jobs.validation.images import shrink
 
 log = logging.getLogger(__name__)
 

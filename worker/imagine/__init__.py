@@ -1,6 +1,6 @@
 """VQGAN+CLIP generation (/imagine): see README.md in this folder.
 
-Public API: `prompts.parse_prompts`, `vqgan.load_vqgan`, `engine.ImagineConfig`,
-`engine.ImagineEngine`, `engine.imagine`, `handlers.build`, `cli.add_imagine_arguments`/`imagine_main`.
-Nothing is imported here, so `import worker.imagine.prompts` stays free of torch.
+Public API: `vqgan.load_vqgan`, `engine.ImagineEngine`, `engine.imagine`, `handlers.build`,
+`cli.add_imagine_arguments`/`imagine_main`. The knobs (`ImagineConfig`) live in jobs/settings.py and
+the prompt parser in jobs/validation/prompts.py, both shared with the bot.
 """

@@ -10,7 +10,7 @@ from pathlib import Path
 from jobs.schemas import ImagePrompt
 from worker.api import JobError
 from worker.imagine.engine import as_job
-from worker.imagine.prompts import parse_prompts
+from jobs.validation.prompts import parse_prompts
 
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*(?:[x×X*,]\s*(\d{1,5}))?\s*$")
 

@@ -41,46 +41,12 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from jobs.schemas import ImagineJob
+from jobs.settings import ImagineConfig  # the engine's knobs (CLIPBOT_IMAGINE_<FIELD>), validated there
 from worker.api import JobCancelled, JobContext, JobError, Outcome
-from worker.images import decode_image, encode_png
+from jobs.validation.images import decode_image, encode_png
 from worker.imagine import media
-from worker.imagine.prompts import MAX_WEIGHT, parse_prompts
+from jobs.validation.prompts import MAX_WEIGHT, parse_prompts
 from worker.imagine.vqgan import VQGAN
-
-
-@dataclass
-class ImagineConfig:
-    # Defaults suit the shipped small models (64 px CLIP, factor-4 VQGAN, both trained on 64 px
-    # scenes): at their native 64 px one shape fills a good part of the picture, as in their world;
-    # at 128 px the decoder's natural scale tiles the picture with many small blobs. Measured with
-    # `python -m worker.imagine.quality` (README). Larger sizes stay available up to max_pixels.
-    width: int = 64
-    height: int = 64
-    steps: int = 100
-    max_steps: int = 500
-    max_pixels: int = 256 * 256  # pixel budget per image: bounds memory and time per step
-    min_side: int = 32
-    cutouts: int = 32
-    cut_min_size: float = 0.7  # smallest cutout side, as a fraction of the shorter side: large crops,
-    # because the shipped CLIP only ever saw whole scenes (small crops ask every patch for the object)
-    cut_pow: float = 1.0  # >1 favours small cutouts (detail), <1 large ones (composition)
-    cut_supersample: int = 2  # sample cutouts at 2x and average down: cheap anti-aliasing
-    flip: float = 0.5  # probability of a horizontal flip per cutout
-    rotate_degrees: float = 10.0
-    scale_jitter: float = 0.1
-    translate: float = 0.05  # fraction of the cutout
-    noise: float = 0.1  # per-cutout Gaussian noise, std drawn uniformly in [0, noise]
-    lr: float = 0.1
-    init_grid: int = 0  # 0: a random codebook entry per latent position; g: per cell of a g x g grid
-    preview_every: int = 10
-    preview_size: int = 128  # longer side of previews (small pictures enlarged by a whole factor)
-    gif_frames: int = 50
-    gif_size: int = 256  # longer side of the timelapse (small pictures enlarged by a whole factor)
-    gif_frame_ms: int = 80
-    gif_max_bytes: int = 10 * 1024 * 1024
-    time_budget_s: float = 600.0
-    batch_size: int = 4
-    decode_per_image: bool | None = None  # None: per image on CPU (bit-identical to solo), batched on GPU
 
 
 class _ClampWithGrad(torch.autograd.Function):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worker.images import encode_png
+from jobs.validation.images import encode_png
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:

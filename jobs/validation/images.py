@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from worker.api import JobError
+from jobs.validation import JobError
 
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024  # Discord's own attachment ceiling for boosted servers
 DEFAULT_MAX_PIXELS = 40_000_000  # ~8K x 5K; 160 MB as RGBA while converting

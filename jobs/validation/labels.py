@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 
 from jobs.schemas import MAX_LABEL_CHARS, MAX_LABELS, MIN_LABELS
-from worker.api import JobError
+from jobs.validation import JobError
 
 
 def validate_labels(labels: str | Iterable[str]) -> list[str]:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from jobs.schemas import MAX_PROMPT_CHARS
-from worker.api import JobError
+from jobs.validation import JobError
 
 MAX_PROMPTS = 8
 MAX_WEIGHT = 100.0  # |weight| bound: Adam is scale-free, larger values only risk overflow
