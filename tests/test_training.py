@@ -13,7 +13,10 @@ from transformers import CLIPModel, CLIPProcessor
 from worker.training import evaluate as E
 from worker.training import foreign
 from worker.training import shapes as S
-from worker.training.clip_train import ClipModelConfig, ClipTrainConfig, train_clip
+from worker.training.clip_train import (
+    TRAIN_PAIRS, ClipModelConfig, ClipTrainConfig, build_clip, composition_captions, greyscale, init_vision_tower, train_clip,
+)
+from worker.training.tokenizer import train_tokenizer
 from worker.training.vqgan_train import VqganModelConfig, VqganTrainConfig, train_vqgan
 from worker.vqgan_compat import import_vqmodel
 
@@ -57,7 +60,6 @@ def test_clip_config_matches_tokenizer(clip):
     assert tuple(px["pixel_values"].shape) == (1, 3, size, size)
 
 
-@pytest.mark.xfail(strict=True, reason="bar not met by the shipped CLIP: it learnt colour (~100%) but shape only ~72% (82% on the foreign renderer, 37% on held-out pairs; see models/README.md); strict, so a model that meets the bar turns this red until the marker goes")
 def test_clip_zero_shot_on_fresh_scenes(clip):
     scenes = S.scenes(FRESH_SEED, 320, "test", n_shapes=1)
     labels = [(s.shapes[0].colour, s.shapes[0].shape) for s in scenes]
@@ -65,14 +67,12 @@ def test_clip_zero_shot_on_fresh_scenes(clip):
     assert result["accuracy"] >= 0.90, result
 
 
-@pytest.mark.xfail(strict=True, reason="bar not met by the shipped CLIP: it learnt colour (~100%) but shape only ~72% (82% on the foreign renderer, 37% on held-out pairs; see models/README.md); strict, so a model that meets the bar turns this red until the marker goes")
 def test_clip_zero_shot_on_a_foreign_renderer(clip):
     drawn = foreign.sample(256, FRESH_SEED)
     result = E.zero_shot(*clip, [d[0] for d in drawn], [(d[1], d[2]) for d in drawn])
     assert result["accuracy"] >= 0.90, result
 
 
-@pytest.mark.xfail(strict=True, reason="bar not met by the shipped CLIP: it learnt colour (~100%) but shape only ~72% (82% on the foreign renderer, 37% on held-out pairs; see models/README.md); strict, so a model that meets the bar turns this red until the marker goes")
 def test_clip_zero_shot_on_held_out_pairs(clip):
     """Colour-shape pairs never drawn in training: the model must compose colour and shape."""
     scenes = S.scenes(FRESH_SEED, 128, "heldout", n_shapes=1)
@@ -105,6 +105,29 @@ def test_vqgan_reconstructs_a_foreign_renderer(vqgan):
     assert E.psnr(np.stack([np.asarray(im) for im in images]), rec).mean() >= 24.0
 
 
+@pytest.fixture(scope="module")
+def imagine_panel():
+    """The issue's imagine panel through the worker's engine at its default size and steps: 16
+    "a <colour> <shape>" prompts, each picture judged by its dominant colours and the shipped CLIP."""
+    report = E.imagine_report(CLIP_DIR, VQGAN_DIR, seed=FRESH_SEED, log=lambda m: None)
+    assert report["prompts"] == 16
+    return report, [(r["prompt"], r["background"], r["dominant"], r["clip_top"]) for r in report["rows"]]
+
+
+# Both imagine bars are not met yet (issue #5 stays open). Not strict: each picture is the end of a
+# chaotic 100-step optimisation, so another CPU's kernels can move one prompt across the line.
+@pytest.mark.xfail(strict=False, reason="bar not met: CLIP ranks the asked caption first for 62-88% of the panel depending on the seed (bar 80%); see models/README.md")
+def test_imagine_panel_clip_ranks_the_asked_caption_first(imagine_panel):
+    report, rows = imagine_panel
+    assert report["clip_top1_rate"] >= 0.80, rows
+
+
+@pytest.mark.xfail(strict=False, reason="bar not met: the asked colour is the dominant non-background colour in ~69% of the panel (bar 80%); often it covers half the picture, so it is taken for the background. See models/README.md")
+def test_imagine_panel_paints_the_asked_colour_on_a_background(imagine_panel):
+    report, rows = imagine_panel
+    assert report["dominant_colour_rate"] >= 0.80, rows
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models gain nothing from threads, and on a shared CPU extra threads only wait."""
@@ -122,6 +145,41 @@ def test_tiny_clip_training_lowers_its_loss(one_thread):
     out = train_clip(None, cfg, mcfg, log=lambda m: None)
     losses = out["losses"]
     assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2, losses
+
+
+def test_structured_init_gives_the_vit_locality_and_still_loads_as_clip(tmp_path):
+    tok = train_tokenizer(S.caption_corpus(0, n=200), vocab_size=400)
+    mcfg = ClipModelConfig(vision_width=64, vision_layers=2, vision_heads=4)
+    model = build_clip(tok, mcfg)
+    init_vision_tower(model, torch.Generator().manual_seed(0))
+    vm = model.vision_model
+    pos = vm.embeddings.position_embedding.weight[1:]  # row 0 is CLS
+    grid = mcfg.image_size // mcfg.patch_size
+    sim = torch.nn.functional.normalize(pos, dim=-1) @ torch.nn.functional.normalize(pos, dim=-1).t()
+    # a patch's embedding is closer to its right-hand neighbour than to the far corner
+    assert sim[0, 1] > sim[0, grid * grid - 1] + 0.2  # random init: both near 0
+    head = 64 // 4
+    attn = vm.encoder.layers[0].self_attn
+    qk = attn.q_proj.weight[:head].t() @ attn.k_proj.weight[:head]  # W_q^T W_k of head 0 (~0.7 Z + 0.7 I)
+    assert qk.diagonal().mean() > 3 * qk.abs().mean() / 2
+    vo = attn.v_proj.weight.t() @ attn.out_proj.weight.t()  # ~0.4 Z - 0.4 I
+    assert vo.diagonal().mean() < -0.2
+    model.save_pretrained(tmp_path)
+    again = CLIPModel.from_pretrained(str(tmp_path))
+    assert torch.equal(again.vision_model.embeddings.position_embedding.weight, vm.embeddings.position_embedding.weight)
+
+
+def test_grey_twins_and_composition_captions_never_show_a_held_out_pair():
+    x = torch.from_numpy(np.stack([np.asarray(s.image) for s in S.scenes(3, 8, "train")])).permute(0, 3, 1, 2)
+    g = greyscale(x, torch.Generator().manual_seed(0))
+    assert g.dtype == torch.uint8 and g.shape == x.shape
+    assert torch.equal(g[:, 0], g[:, 1]) and torch.equal(g[:, 1], g[:, 2])  # no colour left
+    assert len(TRAIN_PAIRS) == 32 - len(S.HELD_OUT_PAIRS)
+    full, colour_only, shape_only = composition_captions()
+    assert len(full) == len(colour_only) == len(shape_only) == len(TRAIN_PAIRS)
+    for c, sh in S.HELD_OUT_PAIRS:
+        assert not any(c in f and sh in f for f in full)
+    assert "an orange shape" in colour_only and "a star" in shape_only
 
 
 def test_tiny_vqgan_training_lowers_its_loss(tmp_path, one_thread):

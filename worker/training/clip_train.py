@@ -60,6 +60,23 @@ class ClipTrainConfig:
     # the contrastive loss alone within a few hundred steps; shape is not, and a direct 4-way signal
     # on single-shape images speeds up the vision tower's shape features.
     shape_aux_weight: float = 1.0
+    # Generalising to colour-shape pairs never seen in training (HELD_OUT_PAIRS). Left alone, both
+    # towers learn the training set's colour prior: green is never a circle there, so a green circle
+    # was called a green square (held-out pairs 37%, shape-only captions on them 14%: below chance).
+    # Three remedies, each cheap:
+    # - grey twins: this fraction of a batch is greyscale copies (random channel weights) of its
+    #   single-shape scenes, captioned with the shape alone ("a star"). Greyscale carries no colour,
+    #   so shape features must stand on their own (supervised proxy, 4 min: held-out 26% -> 52%);
+    grey_frac: float = 0.3
+    # - colour must not change what shape an image is: the image's similarities to the four
+    #   shape-only captions are pulled towards its grey twin's (KL, the twin's side detached);
+    consistency_weight: float = 1.0
+    # - captions compose: the embedding of "a green square" is pulled towards the normalised sum of
+    #   "a green shape" and "a square" over the training pairs, a rule that carries over to
+    #   "a green circle", which the text tower never saw.
+    composition_weight: float = 1.0
+    # Mimetic attention init + 2-D sin-cos position embeddings for the vision tower (init_vision_tower).
+    structured_init: bool = True
 
 
 def build_clip(tokenizer, cfg: ClipModelConfig) -> CLIPModel:
@@ -80,6 +97,61 @@ def build_clip(tokenizer, cfg: ClipModelConfig) -> CLIPModel:
         projection_dim=cfg.projection_dim,
     )
     return CLIPModel(config)
+
+
+def init_vision_tower(model: CLIPModel, gen: torch.Generator) -> None:
+    """Give the freshly initialised ViT the locality a CNN has for free, by initialisation alone.
+
+    - Position embeddings start as 2-D sin-cos (MoCo v3), so patches know their neighbours at step 0.
+    - Mimetic initialisation (Trockman & Kolter 2023, "Mimetic Initialization of Self-Attention
+      Layers"): each head's W_q^T W_k starts near 0.7 Z + 0.7 I (attend to similar, i.e. nearby,
+      tokens) and W_v^T W_o^T near 0.4 Z - 0.4 I, the pattern trained ViTs show.
+    The architecture is unchanged, so the saved model still loads as a plain CLIPModel. Measured with
+    a supervised 4-way shape proxy (4 minutes, one thread): 34% -> 57% test accuracy.
+    """
+    vm = model.vision_model
+    width, heads = vm.config.hidden_size, vm.config.num_attention_heads
+    head_dim, grid = width // heads, vm.config.image_size // vm.config.patch_size
+
+    def near(alpha: float, sign: float) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.randn(width, width, generator=gen) / math.sqrt(width)
+        u, s, vh = torch.linalg.svd(alpha * z + sign * alpha * torch.eye(width))
+        return u * s.sqrt(), vh.t() * s.sqrt()  # a @ b.T == the target matrix
+
+    with torch.no_grad():
+        ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
+        omega = 1.0 / 10000 ** (torch.arange(width // 4) / (width // 4))
+        ox, oy = xs.flatten()[:, None] * omega, ys.flatten()[:, None] * omega
+        pos = torch.cat([ox.sin(), ox.cos(), oy.sin(), oy.cos()], 1)
+        vm.embeddings.position_embedding.weight.copy_(torch.cat([torch.zeros(1, width), pos]))  # row 0: CLS
+        for layer in vm.encoder.layers:
+            attn = layer.self_attn
+            for h in range(heads):
+                a, b = near(0.7, 1.0)
+                rows = slice(h * head_dim, (h + 1) * head_dim)
+                attn.q_proj.weight[rows] = a[:, :head_dim].t()
+                attn.k_proj.weight[rows] = b[:, :head_dim].t()
+            a, b = near(0.4, -1.0)
+            attn.v_proj.weight.copy_(a.t())
+            attn.out_proj.weight.copy_(b)
+
+
+def greyscale(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """uint8 (N,3,H,W) -> the same images in grey, each with its own random channel weights."""
+    w = torch.rand(len(x), 3, 1, 1, generator=gen)
+    grey = (x.float() * (w / w.sum(1, keepdim=True))).sum(1, keepdim=True)
+    return grey.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1)
+
+
+GREY_TEMPLATES = ("a {s}", "a photo of a {s}")
+SHAPE_CAPTIONS = tuple(f"a {s}" for s in S.SHAPES)
+TRAIN_PAIRS = tuple((c, s) for c in S.COLOURS for s in S.SHAPES if (c, s) not in S.HELD_OUT_PAIRS)
+
+
+def composition_captions() -> tuple[list[str], list[str], list[str]]:
+    """Full, colour-only and shape-only captions of every training pair (templates all three seen in training)."""
+    full = [f"{S.article(c)} {c} {s}" for c, s in TRAIN_PAIRS]
+    return full, [f"{S.article(c)} {c} shape" for c, _ in TRAIN_PAIRS], [f"a {s}" for _, s in TRAIN_PAIRS]
 
 
 def image_processor(cfg: ClipModelConfig) -> CLIPImageProcessor:
@@ -158,7 +230,10 @@ def train_clip(
     else:
         tokenizer = train_tokenizer(S.caption_corpus(cfg.seed), vocab_size=mcfg.vocab_size)
         model = build_clip(tokenizer, mcfg)
+        if cfg.structured_init:
+            init_vision_tower(model, torch.Generator().manual_seed(cfg.seed))
     tokens = CaptionTokens(tokenizer, mcfg.context_length)
+    comp = composition_captions()
     n_params = sum(p.numel() for p in model.parameters())
     log(f"clip: {n_params / 1e6:.2f}M params, vocab {len(tokenizer)}; rendering a pool of {cfg.pool_size} scenes")
     pool = ScenePool(cfg.seed, cfg.pool_size, mcfg.image_size, "train")
@@ -169,18 +244,44 @@ def train_clip(
     out = Path(out) if out is not None else None
     step = 0
     while step < total:
-        idx = rng.choice(len(pool), cfg.batch_size, replace=False)
+        n_twins = int(cfg.batch_size * cfg.grey_frac)
+        idx = rng.choice(len(pool), cfg.batch_size - n_twins, replace=False)
         texts, facts = captions_with_facts(pool, idx, rng)
-        fits = fit_matrix(facts, [scene_truth(*pool.specs[i]) for i in idx])
-        pixels = normalise_clip(flip_rotate(pool.images[torch.from_numpy(idx)], gen))
-        input_ids, mask = tokens(texts)
+        truths = [scene_truth(*pool.specs[i]) for i in idx]
+        images = flip_rotate(pool.images[torch.from_numpy(idx)], gen)
+        singles = [j for j, i in enumerate(idx) if len(pool.specs[i][0]) == 1]
+        twins = [singles[k] for k in rng.permutation(len(singles))[:n_twins]]
+        if twins:
+            images = torch.cat([images, greyscale(images[twins], gen)])
+            for j in twins:
+                shape = truths[j]["shape"]
+                texts.append(GREY_TEMPLATES[rng.integers(len(GREY_TEMPLATES))].format(s=shape))
+                facts.append({"shapes": None, "colour": None, "shape": shape, "bg": None, "size": None})
+                # Matches only captions that name the shape and nothing else.
+                truths.append({**truths[j], "shapes": (("greyscale", shape),), "colour": "greyscale", "bg": "greyscale"})
+        n_img = len(texts)
+        fits = fit_matrix(facts, truths)
+        pixels = normalise_clip(images)
+        extra = SHAPE_CAPTIONS + tuple(c for group in comp for c in group) if (cfg.consistency_weight or cfg.composition_weight) else ()
+        input_ids, mask = tokens(texts + list(extra))
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, cfg, time_frac(t0, cfg.minutes))
         outputs = model(input_ids=input_ids, attention_mask=mask, pixel_values=pixels)
-        loss = contrastive_loss(outputs.image_embeds, outputs.text_embeds, model.logit_scale, fits)
+        img, txt = outputs.image_embeds, outputs.text_embeds
+        loss = contrastive_loss(img, txt[:n_img], model.logit_scale, fits)
         if cfg.shape_aux_weight:
-            shapes = torch.tensor([S.SHAPES.index(pool.specs[i][0][0].shape) if len(pool.specs[i][0]) == 1 else -100 for i in idx])
-            loss = loss + cfg.shape_aux_weight * F.cross_entropy(shape_head(outputs.image_embeds * 10), shapes, ignore_index=-100)
+            shapes = torch.tensor([S.SHAPES.index(t["shape"]) if t["shape"] is not None else -100 for t in truths])
+            loss = loss + cfg.shape_aux_weight * F.cross_entropy(shape_head(img * 10), shapes, ignore_index=-100)
+        if extra:
+            shape_txt, (full, colour_only, shape_only) = txt[n_img : n_img + 4], txt[n_img + 4 :].chunk(3)
+            if cfg.consistency_weight and twins:
+                logits = model.logit_scale.exp() * img @ shape_txt.t()
+                colour_side = F.log_softmax(logits[twins], 1)
+                grey_side = F.log_softmax(logits[n_img - len(twins) : n_img], 1).detach()
+                loss = loss + cfg.consistency_weight * F.kl_div(colour_side, grey_side, log_target=True, reduction="batchmean")
+            if cfg.composition_weight:
+                composed = F.normalize(colour_only + shape_only, dim=-1)
+                loss = loss + cfg.composition_weight * (1 - (full * composed).sum(-1)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

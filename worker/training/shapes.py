@@ -65,8 +65,12 @@ MULTI_HELD_OUT_TEMPLATES = ("an image showing {list}",)
 
 
 def class_captions(template: str = "a {c} {s}") -> list[tuple[str, str, str]]:
-    """The 32 (caption, colour, shape) classes, colour-major."""
-    return [(template.format(c=c, s=s, b="", z=""), c, s) for c in COLOURS for s in SHAPES]
+    """The 32 (caption, colour, shape) classes, colour-major ("an orange star", as in training)."""
+    return [(fix_articles(template.format(c=c, s=s, b="", z="")), c, s) for c in COLOURS for s in SHAPES]
+
+
+def fix_articles(text: str) -> str:
+    return text.replace("a orange", "an orange").replace("A orange", "An orange")
 
 
 def article(word: str) -> str:
@@ -121,8 +125,10 @@ def _polygon(shape: str, rng: np.random.Generator) -> np.ndarray:
         pts = np.stack([np.cos(t), -np.sin(t)], 1)
         aspect = rng.uniform(0.85, 1.15)
     elif shape == "star":
-        n = int(rng.choice([5, 5, 5, 5, 6, 4, 7, 8]))
-        inner = rng.uniform(0.35, 0.6)
+        # Five- and six-pointed stars with clear spikes: what "a star" means to a person (and to other
+        # renderers). Four points with a fat middle read as a square, eight as a circle at 12 px.
+        n = int(rng.choice([5, 5, 5, 6]))
+        inner = rng.uniform(0.35, 0.5)
         t = np.linspace(0, 2 * np.pi, 2 * n, endpoint=False) - np.pi / 2
         r = np.where(np.arange(2 * n) % 2 == 0, 1.0, inner)
         pts = np.stack([r * np.cos(t), r * np.sin(t)], 1)
@@ -249,7 +255,7 @@ def caption_for(
         facts["shapes"] = tuple(sorted((s.colour, s.shape) for s in specs))
         facts["bg"] = b if "{b}" in tpl else None
     # "a a ..." never happens, but "a orange" does: fix the article of the first colour word.
-    text = text.replace("a orange", "an orange").replace("A orange", "An orange")
+    text = fix_articles(text)
     return text, facts
 
 
