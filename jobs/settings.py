@@ -57,7 +57,7 @@ class ImagineConfig(BaseModel):
     # shipped models: per-position noise (0) let the asked colour flood the whole picture (asked colour
     # dominant 38%, CLIP agrees 56%); a flat start (1) 56% / 56%; a 2 x 2 grid of codes 69% / 88%.
     init_grid: int = Field(2, ge=0, description="Start latent: 0 = a random code per position (Crowson's noise); g = one random code per cell of a g x g grid, i.e. a few flat regions (objects on a background, as in the shapes world).")
-    preview_every: int = Field(10, ge=1, description="Steps between two progress previews.")
+    preview_every: int = Field(10, ge=0, description="Steps between two progress previews (0: none).")
     preview_size: int = Field(128, ge=16, description="Longer side of previews (small pictures are enlarged by a whole factor).")
     gif_frames: int = Field(50, ge=2, le=500, description="Most frames in the timelapse GIF.")
     gif_size: int = Field(256, ge=16, description="Longer side of the timelapse (small pictures are enlarged by a whole factor).")
