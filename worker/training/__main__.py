@@ -2,6 +2,7 @@
 
 clip / vqgan / all train from scratch (deterministic seeds; with --minutes the schedule also follows
 the clock, so the step count can differ between machines) and write the shipped-model folders.
+all (= make models) runs `clip` and `vqgan --staged` side by side, one thread each, in one budget.
 eval measures the shipped (or --clip-dir / --vqgan-dir) models on freshly drawn held-out data.
 """
 from __future__ import annotations
