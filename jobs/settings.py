@@ -65,12 +65,18 @@ class ImagineConfig(BaseModel):
     gif_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="The GIF is shrunk until it fits (Discord's upload limit).")
     time_budget_s: float = Field(600.0, gt=0, description="A job stops (and delivers what it has) after this long.")
     batch_size: int = Field(4, ge=1, le=64, description="Same-size jobs one worker optimises together.")
-    decode_per_image: bool | None = Field(None, description="`auto`: decode per image on CPU (bit-identical to solo) and batched on GPU; or true / false.")
+    decode_per_image: Literal["auto"] | bool = Field("auto", description="`auto`: decode per image on CPU (bit-identical to solo) and batched on GPU; or true / false.")
 
     @field_validator("decode_per_image", mode="before")
     @classmethod
     def _auto(cls, value):
-        return None if isinstance(value, str) and value.strip().lower() == "auto" else value
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word == "auto":
+                return "auto"
+            if word not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError("use auto, true or false")
+        return value
 
 
 class Settings(BaseSettings):
@@ -167,8 +173,6 @@ def load_settings(**overrides) -> Settings:
 def _row(name: str, info) -> str:
     default = info.default
     shown = "unset" if default is None else f"`{default}`"
-    if name.endswith("DECODE_PER_IMAGE"):
-        shown = "`auto`"
     return f"| `{name}` | {shown} | {info.description} |"
 
 

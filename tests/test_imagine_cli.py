@@ -76,7 +76,11 @@ def test_imagine_knobs_are_settings(monkeypatch, tmp_path):
     assert (cfg.batch_size, cfg.lr, cfg.cut_min_size, cfg.decode_per_image) == (8, 0.2, 0.25, False)
     assert cfg.steps == ImagineConfig().steps and cfg.max_pixels == ImagineConfig().max_pixels
     monkeypatch.setenv("CLIPBOT_IMAGINE_DECODE_PER_IMAGE", "auto")
-    assert load_settings().imagine.decode_per_image is None
+    assert load_settings().imagine.decode_per_image == "auto"
+    monkeypatch.setenv("CLIPBOT_IMAGINE_DECODE_PER_IMAGE", "maybe")
+    with pytest.raises(SettingsError, match="CLIPBOT_IMAGINE_DECODE_PER_IMAGE='maybe'.*use auto, true or false"):
+        load_settings()
+    monkeypatch.setenv("CLIPBOT_IMAGINE_DECODE_PER_IMAGE", "auto")
     monkeypatch.setenv("CLIPBOT_IMAGINE_STEPS", "many")
     with pytest.raises(SettingsError, match="CLIPBOT_IMAGINE_STEPS='many'"):
         load_settings()

@@ -3,7 +3,7 @@
 Each engine package plugs in through one function, imported only here:
 
 * `worker.clip.handlers.build(settings, device) -> dict[kind, handler]` for classify/index/find;
-* `worker.imagine.handlers.build(settings, device) -> BatchEngine | handler` for imagine.
+* `worker.imagine.handlers.build(settings, device) -> ImagineEngine` for imagine (batched).
 
 `CLIPBOT_ENGINES` picks which of the two a worker serves (default both): a CPU box can serve only
 the fast CLIP lane while GPU workers take the generations. Models load once, here, at start.

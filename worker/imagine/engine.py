@@ -115,7 +115,7 @@ class ImagineEngine:
         # different picture. So on a CPU the decoder's convs run image by image (the rest of the
         # decoder batched) and a batched job is bit-identical to its solo run; on a GPU all batched.
         per_image = self.config.decode_per_image
-        self._decode_per_image = self.device.type == "cpu" if per_image is None else per_image
+        self._decode_per_image = self.device.type == "cpu" if per_image == "auto" else per_image
         self._waiting: deque[_Run] = deque()
         self._running: list[_Run] = []
         self._finished: list[tuple[ImagineJob, Outcome | BaseException]] = []

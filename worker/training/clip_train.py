@@ -143,7 +143,8 @@ def greyscale(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return grey.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1)
 
 
-GREY_TEMPLATES = ("a {s}", "a photo of a {s}")
+# The training partial captions that name the shape and nothing else: "a {s}", "a photo of a {s}".
+GREY_TEMPLATES = tuple(t for t in S.PARTIAL_TEMPLATES if t.count("{") == 1 and "{s}" in t)
 SHAPE_CAPTIONS = tuple(f"a {s}" for s in S.SHAPES)
 TRAIN_PAIRS = tuple((c, s) for c in S.COLOURS for s in S.SHAPES if (c, s) not in S.HELD_OUT_PAIRS)
 
@@ -233,7 +234,11 @@ def train_clip(
         if cfg.structured_init:
             init_vision_tower(model, torch.Generator().manual_seed(cfg.seed))
     tokens = CaptionTokens(tokenizer, mcfg.context_length)
-    comp = composition_captions()
+    n_twins = int(cfg.batch_size * cfg.grey_frac)
+    # Captions embedded every step besides the batch's: the four shape-only ones, then the
+    # composition triples (full, colour-only, shape-only) of every training pair.
+    extra = list(SHAPE_CAPTIONS) + [c for group in composition_captions() for c in group] \
+        if (cfg.consistency_weight or cfg.composition_weight) else []
     n_params = sum(p.numel() for p in model.parameters())
     log(f"clip: {n_params / 1e6:.2f}M params, vocab {len(tokenizer)}; rendering a pool of {cfg.pool_size} scenes")
     pool = ScenePool(cfg.seed, cfg.pool_size, mcfg.image_size, "train")
@@ -244,7 +249,6 @@ def train_clip(
     out = Path(out) if out is not None else None
     step = 0
     while step < total:
-        n_twins = int(cfg.batch_size * cfg.grey_frac)
         idx = rng.choice(len(pool), cfg.batch_size - n_twins, replace=False)
         texts, facts = captions_with_facts(pool, idx, rng)
         truths = [scene_truth(*pool.specs[i]) for i in idx]
@@ -262,8 +266,7 @@ def train_clip(
         n_img = len(texts)
         fits = fit_matrix(facts, truths)
         pixels = normalise_clip(images)
-        extra = SHAPE_CAPTIONS + tuple(c for group in comp for c in group) if (cfg.consistency_weight or cfg.composition_weight) else ()
-        input_ids, mask = tokens(texts + list(extra))
+        input_ids, mask = tokens(texts + extra)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, cfg, time_frac(t0, cfg.minutes))
         outputs = model(input_ids=input_ids, attention_mask=mask, pixel_values=pixels)

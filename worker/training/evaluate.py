@@ -219,6 +219,8 @@ def imagine_report(clip_dir: str | Path, vqgan_dir: str | Path, seed: int = 1234
         for i, (c, sh) in enumerate(IMAGINE_PANEL[:n_prompts])
     ]
     asked = {job["id"]: pair for job, pair in zip(pending, IMAGINE_PANEL)}
+    if save_dir is not None:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
     rows, t0 = [], time.time()
     while pending or engine.active:
         while pending and engine.active < engine.capacity:
@@ -230,7 +232,6 @@ def imagine_report(clip_dir: str | Path, vqgan_dir: str | Path, seed: int = 1234
             colour, shape = asked[job.id]
             img = Image.open(io.BytesIO(out.blobs["png"])).convert("RGB")
             if save_dir is not None:
-                Path(save_dir).mkdir(parents=True, exist_ok=True)
                 img.save(Path(save_dir) / f"{job.id}-{job.prompt.replace(' ', '_')}.png")
             bg, fg = dominant_colours(img)
             top = classes[int((image_embeddings(model, processor, [img]) @ class_txt.t()).argmax())]

@@ -282,7 +282,7 @@ def caption_corpus(seed: int = 0, n: int = 20000) -> list[str]:
             for b in BACKGROUNDS:
                 for z in ("small", "big", "large"):
                     for tpl in TRAIN_TEMPLATES + PARTIAL_TEMPLATES:
-                        texts.append(tpl.format(c=c, s=s, b=b, z=z).replace("a orange", "an orange"))
+                        texts.append(fix_articles(tpl.format(c=c, s=s, b=b, z=z)))
     rng = np.random.default_rng(seed)
     for _ in range(n // 10):
         specs, bg = sample_specs(rng, "train", int(rng.integers(2, 4)))
