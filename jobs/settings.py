@@ -109,7 +109,7 @@ class Settings(BaseSettings):
 
     # --- worker (CLIPBOT_*)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device for the engines: auto picks CUDA when available.")
-    engines: str = Field("clip,imagine", pattern=r"^\s*(clip|imagine)\s*(,\s*(clip|imagine)\s*)?$", description="Which engines a worker serves: `clip` (classify, index, find), `imagine`, or `clip,imagine`.")
+    engines: str = Field("clip,imagine", description="Which engines a worker serves: `clip` (classify, index, find), `imagine`, or `clip,imagine`.")
     worker_id: str | None = Field(None, max_length=64, description="Worker name in the registry. Unset: host-pid.")
     handlers: str = Field("worker.handlers:build", description="`module:function` building the worker's job handlers (tests swap in fakes).")
     progress_interval_s: float = Field(1.0, ge=0, description="Least time between two Progress events of one job.")
@@ -132,6 +132,14 @@ class Settings(BaseSettings):
     sync_commands: bool = Field(True, description="Bulk-overwrite the global slash commands at start.")
     guild_ready_timeout_s: float = Field(2.0, ge=0, le=600, description="How long discord.py waits for guilds after READY.")
     events_consumer: str = Field("bot", min_length=1, max_length=64, description="The bot's consumer name in the events group. Keep it stable across restarts (entries read but not acked are read again); one name per bot process.")
+
+    @field_validator("engines")
+    @classmethod
+    def _known_engines(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",")]
+        if not names or any(n not in ("clip", "imagine") for n in names) or len(set(names)) != len(names):
+            raise ValueError("use clip, imagine or clip,imagine")
+        return ",".join(names)
 
     @model_validator(mode="after")
     def _heartbeat_under_visibility(self) -> "Settings":

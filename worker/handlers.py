@@ -32,12 +32,13 @@ def build(settings) -> WorkerSetup:
         torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)
     setup = WorkerSetup(device=device)
-    if "clip" in settings.engines:
+    engines = settings.engines.split(",")
+    if "clip" in engines:
         from worker.clip import handlers as clip
 
         setup.handlers.update(clip.build(settings, device))
         setup.models.append(str(settings.clip_model))
-    if "imagine" in settings.engines:
+    if "imagine" in engines:
         from worker.imagine import handlers as imagine
 
         setup.imagine_engine = imagine.build(settings, device)
