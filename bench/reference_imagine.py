@@ -6,8 +6,9 @@ with a flip, a small rotation/scale/translation and Gaussian noise, CLIP, square
 distance to the prompt embeddings times their weights, Adam, clamp to the codebook's range.
 Written the plain way, as in the notebook: one job, each cutout cropped with a slice and resized
 on its own with F.interpolate in a Python loop, its augmentation applied on its own, nothing
-fused or batched across jobs. It reuses the engine's model wrappers (so the models are the same)
-and nothing of its step.
+fused or batched across jobs. It uses the same loaded models as the engine, CLIP as transformers
+ships it (`get_image_features` on normalised pixels, as the notebook calls `encode_image`), and
+nothing of the engine's step.
 """
 from __future__ import annotations
 
@@ -68,9 +69,14 @@ class ReferenceImagine:
             cuts.append(cut)
         return torch.cat(cuts)
 
+    def embed(self, pixels: Tensor) -> Tensor:
+        x = (pixels - self.clip.mean) / self.clip.std
+        out = self.clip.model.get_image_features(pixel_values=x.to(self.clip.dtype)).pooler_output
+        return F.normalize(out.float(), dim=-1)
+
     def step(self) -> Tensor:
         image = self.image()
-        emb = self.clip.embed_pixels(self.cutouts(image)).float()  # (n, D)
+        emb = self.embed(self.cutouts(image))  # (n, D)
         dists = spherical_distance(emb[:, None, :], self.targets[None])  # (n, P)
         loss = (dists.mean(0) * self.weights).sum()
         self.opt.zero_grad(set_to_none=True)

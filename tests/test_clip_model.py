@@ -137,3 +137,42 @@ def test_big_images_are_box_reduced_first_with_the_same_embedding():
         px = clip.image_processor(images=[big], return_tensors="pt")["pixel_values"]
         exact = torch.nn.functional.normalize(clip.model.get_image_features(pixel_values=px).pooler_output, dim=-1)
     assert float(fast[0] @ exact[0]) > 0.999
+
+
+@pytest.mark.parametrize("act", ["quick_gelu", "gelu"])
+def test_vision_tower_matches_transformers_values_and_gradients(tmp_path, act):
+    """embed_pixels runs worker/clip/vision.py's tower: the same numbers as get_image_features."""
+    from transformers import CLIPModel
+
+    from tests.factories import make_clip_dir
+
+    path = make_clip_dir(tmp_path / "clip", image_size=32, seed=3)
+    model = CLIPModel.from_pretrained(path)
+    model.config.vision_config.hidden_act = act
+    model = CLIPModel(model.config)  # fresh random weights with that activation
+    for p in model.parameters():  # give every weight (biases, norms, class token) a real value
+        torch.nn.init.normal_(p, std=0.2)
+    model.save_pretrained(path)
+    clip = load_clip(path, "cpu")
+    assert clip.model.config.vision_config.hidden_act == act
+    x = torch.rand(5, 3, 32, 32, dtype=torch.float64).float()
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ours = clip.embed_pixels(xa)
+    plain = clip.model.get_image_features(pixel_values=(xb - clip.mean) / clip.std).pooler_output
+    plain = torch.nn.functional.normalize(plain, dim=-1)
+    assert torch.allclose(ours, plain, atol=1e-5), (ours - plain).abs().max()
+    t = torch.randn(clip.dim)
+    (ours @ t).sum().backward()
+    (plain @ t).sum().backward()
+    assert xa.grad.abs().max() > 0
+    assert torch.allclose(xa.grad, xb.grad, atol=1e-5, rtol=1e-4), (xa.grad - xb.grad).abs().max()
+
+
+def test_vision_tower_matches_transformers_on_the_shipped_model():
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parent.parent / "models" / "clip-shapes"
+    clip = load_clip(shipped, "cpu")
+    x = torch.rand(8, 3, clip.image_size, clip.image_size)
+    plain = clip.model.get_image_features(pixel_values=(x - clip.mean) / clip.std).pooler_output
+    assert torch.allclose(clip.embed_pixels(x), torch.nn.functional.normalize(plain, dim=-1), atol=1e-5)
