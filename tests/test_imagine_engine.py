@@ -12,6 +12,7 @@ from tests.test_imagine_support import (  # noqa: F401
 )
 from worker.api import JobCancelled, JobError
 from worker.imagine.engine import ImagineEngine, imagine
+from worker.imagine import media
 from worker.imagine.media import encode_gif
 
 
@@ -211,3 +212,38 @@ def test_gif_is_kept_under_the_cap():
     assert len(capped) <= len(free) // 5 and gif.is_animated and 2 <= gif.n_frames < 40
     small = encode_gif(frames[:8], max_bytes=20_000)
     assert len(small) <= 20_000 and Image.open(io.BytesIO(small)).size[0] < 64
+
+
+def test_canvas_start_and_its_weight(models):
+    """The picture starts as the plain canvas (one frame of the timelapse per step here) and
+    canvas_weight holds the latent near it; with no canvas the start is random codes per seed."""
+    clip, vqgan = models
+    job = ImagineJob(prompt="a red circle", seed=4, steps=30)
+
+    def latent_after(**cfg):
+        engine = ImagineEngine(clip, vqgan, tiny_config(**cfg))
+        engine.add(job, RecordingContext(job))
+        run = engine._waiting[0]
+        start = run.z.detach().clone()
+        while engine.active:
+            engine.step()
+        return start, run.z.detach(), engine.pop_finished()[0][1]
+
+    f = vqgan.factor
+    plain = torch.tensor([1.0, 0.5, 0.0]).view(1, 3, 1, 1).expand(1, 3, 32, 32).contiguous()
+    start, free_end, free = latent_after(canvas="#ff8000", canvas_weight=0.0, gif_frames=31)
+    assert torch.equal(start, vqgan.encode(plain))  # the encoded orange canvas
+    first = Image.open(io.BytesIO(free.blobs["gif"]))
+    assert first.n_frames == 31  # the first frame is the start picture: orange-ish, decoded canvas
+    with torch.no_grad():
+        decoded = ImagineEngine(clip, vqgan, tiny_config()).synth(vqgan.encode(plain))[0]
+    buf = io.BytesIO()
+    Image.fromarray(media.to_uint8(decoded)).save(buf, "PNG")
+    assert psnr(_gif_frame_png(first, (32, 32)), buf.getvalue()) > 25
+    _, held_end, _ = latent_after(canvas="#ff8000", canvas_weight=1e4)
+    moved_free, moved_held = (free_end - start).pow(2).mean(), (held_end - start).pow(2).mean()
+    assert moved_free > 0 and moved_held < 0.5 * moved_free, (moved_held, moved_free)
+    a, _, _ = latent_after(canvas="")
+    job = ImagineJob(prompt="a red circle", seed=5, steps=30)
+    b, _, _ = latent_after(canvas="")
+    assert not torch.equal(a, b) and not torch.equal(a, start)  # random codes, per seed

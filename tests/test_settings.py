@@ -50,6 +50,9 @@ def test_dotenv_file_is_read_and_env_wins(monkeypatch, tmp_path):
     ("CLIPBOT_DEVICE", "tpu", "'auto', 'cpu' or 'cuda'"),
     ("CLIPBOT_VISIBILITY_TIMEOUT_S", "-1", "greater than 0"),
     ("CLIPBOT_BLOB_MAX_BYTES", "12", "greater than or equal to 1024"),
+    ("CLIPBOT_IMAGINE_CANVAS", "#12345", "use white, black, grey, #rrggbb or nothing"),
+    ("CLIPBOT_IMAGINE_CANVAS", "teal", "use white, black, grey, #rrggbb or nothing"),
+    ("CLIPBOT_IMAGINE_CANVAS_WEIGHT", "-1", "greater than or equal to 0"),
 ])
 def test_invalid_value_names_the_variable(monkeypatch, var, value, needle):
     monkeypatch.setenv(var, value)
@@ -74,3 +77,11 @@ def test_readme_configuration_table_is_in_sync():
             assert f"`{env_name(field)}`" in table
     for field in ImagineConfig.model_fields:
         assert f"`CLIPBOT_IMAGINE_{field.upper()}`" in table
+
+
+def test_canvas_colours(monkeypatch):
+    assert load_settings().imagine.canvas_rgb() == (128 / 255,) * 3  # grey by default
+    monkeypatch.setenv("CLIPBOT_IMAGINE_CANVAS", "#FF8000")
+    assert load_settings().imagine.canvas_rgb() == (1.0, 128 / 255, 0.0)
+    monkeypatch.setenv("CLIPBOT_IMAGINE_CANVAS", "")
+    assert load_settings().imagine.canvas_rgb() is None  # random codes

@@ -116,13 +116,11 @@ def imagine_panel():
 
 # Both imagine bars are not met yet (issue #5 stays open). Not strict: each picture is the end of a
 # chaotic 100-step optimisation, so another CPU's kernels can move one prompt across the line.
-@pytest.mark.xfail(strict=False, reason="bar not met: CLIP ranks the asked caption first for 62-88% of the panel depending on the seed (bar 80%); see models/README.md")
 def test_imagine_panel_clip_ranks_the_asked_caption_first(imagine_panel):
     report, rows = imagine_panel
     assert report["clip_top1_rate"] >= 0.80, rows
 
 
-@pytest.mark.xfail(strict=False, reason="bar not met: the asked colour is the dominant non-background colour in ~69% of the panel (bar 80%); often it covers half the picture, so it is taken for the background. See models/README.md")
 def test_imagine_panel_paints_the_asked_colour_on_a_background(imagine_panel):
     report, rows = imagine_panel
     assert report["dominant_colour_rate"] >= 0.80, rows

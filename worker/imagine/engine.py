@@ -116,6 +116,7 @@ class ImagineEngine:
         # decoder batched) and a batched job is bit-identical to its solo run; on a GPU all batched.
         per_image = self.config.decode_per_image
         self._decode_per_image = self.device.type == "cpu" if per_image == "auto" else per_image
+        self._canvas_latents: dict[tuple, Tensor] = {}  # (rgb, h, w) -> the encoded plain canvas
         self._waiting: deque[_Run] = deque()
         self._running: list[_Run] = []
         self._finished: list[tuple[ImagineJob, Outcome | BaseException]] = []
@@ -222,22 +223,39 @@ class ImagineEngine:
 
         gen = torch.Generator(device=device).manual_seed(seed)
         fh, fw = height // self.vqgan.factor, width // self.vqgan.factor
-        z_init = None
+        z_init, init_weight = None, job.init_weight
         if job.init_image:
             img = ImageOps.fit(self._load_image(ctx, job.init_image, "init image"), (width, height), Image.LANCZOS)
             z = self.vqgan.encode(_pil_to_tensor(img, device))
             z_init = z.clone() if job.init_weight > 0 else None
         else:
-            z = self.vqgan.random_latent(fh, fw, gen, cfg.init_grid)
+            z = self._canvas(fh, fw)
+            if z is None:
+                z = self.vqgan.random_latent(fh, fw, gen, cfg.init_grid)
+            elif cfg.canvas_weight > 0:
+                z_init, init_weight = z.clone(), cfg.canvas_weight
         z = z.contiguous().requires_grad_(True)  # NCHW like the batch's torch.cat: same kernels
         return _Run(
             job=job, ctx=ctx, width=width, height=height, steps=steps, seed=seed, prompt_text=job.prompt,
             targets=targets_t, weights=weights_t,
             pos_targets=targets_t[positive], pos_weights=weights_t[positive],
-            gen=gen, z=z, z_init=z_init, init_weight=job.init_weight,
+            gen=gen, z=z, z_init=z_init, init_weight=init_weight,
             opt=torch.optim.Adam([z], lr=cfg.lr),
             frame_every=max(1, math.ceil(steps / max(1, cfg.gif_frames - 1))),
         )
+
+    @torch.no_grad()
+    def _canvas(self, fh: int, fw: int) -> Tensor | None:
+        """The latent of the configured plain canvas at this size (None: start from random codes)."""
+        rgb = self.config.canvas_rgb()
+        if rgb is None:
+            return None
+        key = (rgb, fh, fw)
+        if key not in self._canvas_latents:
+            f = self.vqgan.factor
+            plain = torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, fh * f, fw * f)
+            self._canvas_latents[key] = self.vqgan.encode(plain.contiguous().to(self.device)).contiguous()
+        return self._canvas_latents[key].clone()
 
     def _load_image(self, ctx: JobContext, key: str, what: str) -> Image.Image:
         try:
