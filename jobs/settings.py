@@ -71,7 +71,7 @@ class ImagineConfig(BaseModel):
     # mean over seeds (worker/imagine/README.md): from random codes the asked colour flooded the
     # picture or split it into colour fields (a 2 x 2 grid of codes: asked colour dominant 66%, CLIP
     # agrees 78%); from a plain grey canvas held near grey the subject forms on a grey background.
-    canvas: str = Field("grey", description="Start picture: a plain canvas of this colour (white, black, grey or #rrggbb). Empty: random codes (init_grid). Not used with an init image.")
+    canvas: str = Field("grey", description="Start picture: a plain canvas of this colour (white, black, grey or #rrggbb). Empty: random codes (init_grid), as with a VQGAN checkpoint that lacks its encoder. An init image replaces it.")
     canvas_weight: float = Field(1.5, ge=0, description="How strongly the picture is held near its canvas (Crowson's init weight): the background stays plain while the subject forms. 0: free.")
     init_grid: int = Field(2, ge=0, description="Random start when `canvas` is empty: 0 = a random code per position (Crowson's noise); g = one random code per cell of a g x g grid (a few flat regions).")
     preview_every: int = Field(10, ge=0, description="Steps between two progress previews (0: none).")

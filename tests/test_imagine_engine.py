@@ -247,3 +247,21 @@ def test_canvas_start_and_its_weight(models):
     job = ImagineJob(prompt="a red circle", seed=5, steps=30)
     b, _, _ = latent_after(canvas="")
     assert not torch.equal(a, b) and not torch.equal(a, start)  # random codes, per seed
+
+
+def test_decoder_only_checkpoint_starts_from_random_codes(models, tmp_path, caplog):
+    """Generation needs only the decoder: without the encoder the canvas gives way to random codes."""
+    from worker.imagine.vqgan import load_vqgan
+
+    clip, vqgan = models
+    state = torch.load(vqgan.checkpoint_path, weights_only=True)["state_dict"]
+    decoder_only = {k: v for k, v in state.items() if not k.startswith(("encoder.", "quant_conv."))}
+    torch.save({"state_dict": decoder_only}, tmp_path / "dec.ckpt")
+    dec = load_vqgan(vqgan.config_path, tmp_path / "dec.ckpt", "cpu")
+    assert vqgan.has_encoder and not dec.has_encoder
+    job = ImagineJob(prompt="a red circle", seed=4, steps=3)
+    with caplog.at_level("WARNING"):
+        out = imagine(clip, dec, job, RecordingContext(job), tiny_config(canvas="grey"))
+    assert out.blobs["png"] and "has no encoder" in caplog.text
+    full = imagine(clip, vqgan, job, RecordingContext(job), tiny_config(canvas="grey"))
+    assert psnr(out.blobs["png"], full.blobs["png"]) < 40  # a different start than the grey canvas

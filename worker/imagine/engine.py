@@ -24,6 +24,7 @@ bit-identical unless torch.use_deterministic_algorithms(True) is set (slower).
 """
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import time
@@ -47,6 +48,9 @@ from jobs.validation.images import decode_image, encode_png
 from worker.imagine import media
 from jobs.validation.prompts import MAX_WEIGHT, parse_prompts
 from worker.imagine.vqgan import VQGAN
+
+
+log = logging.getLogger(__name__)
 
 
 class _ClampWithGrad(torch.autograd.Function):
@@ -117,6 +121,7 @@ class ImagineEngine:
         per_image = self.config.decode_per_image
         self._decode_per_image = self.device.type == "cpu" if per_image == "auto" else per_image
         self._canvas_latents: dict[tuple, Tensor] = {}  # (rgb, h, w) -> the encoded plain canvas
+        self._warned_no_encoder = False
         self._waiting: deque[_Run] = deque()
         self._running: list[_Run] = []
         self._finished: list[tuple[ImagineJob, Outcome | BaseException]] = []
@@ -249,6 +254,12 @@ class ImagineEngine:
         """The latent of the configured plain canvas at this size (None: start from random codes)."""
         rgb = self.config.canvas_rgb()
         if rgb is None:
+            return None
+        if not self.vqgan.has_encoder:  # a decoder-only checkpoint cannot encode the canvas
+            if not self._warned_no_encoder:
+                log.warning("the VQGAN checkpoint %s has no encoder: pictures start from random codes, "
+                            "not the %s canvas", self.vqgan.checkpoint_path, self.config.canvas)
+                self._warned_no_encoder = True
             return None
         key = (rgb, fh, fw)
         if key not in self._canvas_latents:

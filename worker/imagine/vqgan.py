@@ -152,6 +152,8 @@ class VQGAN(nn.Module):
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         state = load_checkpoint_state(self.checkpoint_path, allow_pickle)
         model = _build(self._params, state, _DECODER_KEYS, device, dtype)
+        # Generation needs only the decoder; the encoder (init images, plain canvases) is optional.
+        self.has_encoder = all(any(k.startswith(prefix) for k in state) for prefix in _ENCODER_KEYS)
         self.decoder, self.post_quant_conv = model.decoder, model.post_quant_conv
         self._convs = [m for m in (self.post_quant_conv, *self.decoder.modules()) if type(m) is nn.Conv2d]
         for m in self._convs:
