@@ -1,9 +1,10 @@
 """A straightforward VQGAN+CLIP loop: the yardstick the engine's step is measured against.
 
-The same algorithm as worker/imagine/engine.py (Crowson's notebook): a latent of random codebook
-entries, straight-through quantisation, decode, random square cutouts of 30-100% of the side
-with a flip, a small rotation/scale/translation and Gaussian noise, CLIP, squared spherical
-distance to the prompt embeddings times their weights, Adam, clamp to the codebook's range.
+The same algorithm as worker/imagine/engine.py (Crowson's notebook): a latent of the encoded plain
+canvas held near it by an init-weight term (or of random codebook entries), straight-through
+quantisation, decode, random square cutouts of a fraction of the side with a flip, a small
+rotation/scale/translation and Gaussian noise, CLIP, squared spherical distance to the prompt
+embeddings times their weights, Adam, clamp to the codebook's range.
 Written the plain way, as in the notebook: one job, each cutout cropped with a slice and resized
 on its own with F.interpolate in a Python loop, its augmentation applied on its own, nothing
 fused or batched across jobs. It uses the same loaded models as the engine, CLIP as transformers
@@ -32,7 +33,15 @@ class ReferenceImagine:
         self.weights = torch.tensor([p.weight for p in prompts], dtype=torch.float32)
         self.gen = torch.Generator().manual_seed(seed)
         f = vqgan.factor
-        self.z = vqgan.random_latent(height // f, width // f, self.gen).requires_grad_(True)
+        rgb = self.cfg.canvas_rgb() if vqgan.has_encoder else None
+        if rgb is None:  # random codes
+            self.z = vqgan.random_latent(height // f, width // f, self.gen, self.cfg.init_grid)
+            self.z_canvas = None
+        else:  # the plain canvas, encoded; the loss holds the latent near it
+            plain = torch.tensor(rgb).view(1, 3, 1, 1).expand(1, 3, height, width).contiguous()
+            self.z = vqgan.encode(plain)
+            self.z_canvas = self.z.clone()
+        self.z.requires_grad_(True)
         self.opt = torch.optim.Adam([self.z], lr=self.cfg.lr)
         self.loss = math.nan
 
@@ -79,6 +88,8 @@ class ReferenceImagine:
         emb = self.embed(self.cutouts(image))  # (n, D)
         dists = spherical_distance(emb[:, None, :], self.targets[None])  # (n, P)
         loss = (dists.mean(0) * self.weights).sum()
+        if self.z_canvas is not None and self.cfg.canvas_weight > 0:
+            loss = loss + F.mse_loss(self.z, self.z_canvas) * (self.cfg.canvas_weight / 2)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
