@@ -1,7 +1,8 @@
 """VQGAN+CLIP: optimise a VQGAN latent so that CLIP sees the prompts in the decoded image.
 
 The loop follows Katherine Crowson's notebook (as in nerdyrodent/VQGAN-CLIP and pixray):
-a latent of random codebook entries (or an encoded init image), straight-through vector
+a start latent (by default an encoded plain grey canvas, held near it by Crowson's init-weight
+term; or random codebook entries; or an encoded init image), straight-through vector
 quantisation, decode, many random cutouts with augmentations, CLIP image embeddings, a squared
 spherical distance to each prompt's embedding times its weight, Adam, and the latent clamped to
 the codebook's range after each step.
