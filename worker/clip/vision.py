@@ -41,14 +41,14 @@ class VisionTower:
         self.grid = int(cfg.image_size) // self.patch
         self.heads = int(cfg.num_attention_heads)
         # quick_gelu(h) = silu(a h) / a: fold a into copies of fc1's weight and bias and 1/a into
-        # fc2's weight (the MLP's two thirds of the tower's weights, copied once)
-        self.mlp_folded: dict[int, tuple[Tensor, Tensor, Tensor]] | None = None
-        if cfg.hidden_act == "quick_gelu":
-            self.mlp_folded = {
-                id(layer.mlp): (layer.mlp.fc1.weight.detach() * _QUICK_GELU, layer.mlp.fc1.bias.detach() * _QUICK_GELU,
-                                layer.mlp.fc2.weight.detach() / _QUICK_GELU)
-                for layer in vm.encoder.layers
-            }
+        # fc2's weight (the MLP's two thirds of the tower's weights, copied once). Per layer:
+        # (layer, folded (w1, b1, w2) or None for any other activation).
+        quick = cfg.hidden_act == "quick_gelu"
+        self.layers = [
+            (layer, (layer.mlp.fc1.weight.detach() * _QUICK_GELU, layer.mlp.fc1.bias.detach() * _QUICK_GELU,
+                     layer.mlp.fc2.weight.detach() / _QUICK_GELU) if quick else None)
+            for layer in vm.encoder.layers
+        ]
         emb = vm.embeddings
         w = emb.patch_embedding.weight.detach().float()  # (D, 3, P, P), no bias in CLIP
         mean, std = mean.detach().float().view(1, 3, 1, 1).to(w.device), std.detach().float().view(1, 3, 1, 1).to(w.device)
@@ -68,14 +68,14 @@ class VisionTower:
         h = torch.addmm(self.patch_b, patches, self.patch_w).view(b, g * g, d) + self.pos
         h = torch.cat([self.cls_pos.expand(b, 1, d), h], 1)
         h = self.vm.pre_layrnorm(h)
-        *body, last = self.vm.encoder.layers
-        for layer in body:
+        *body, (last, last_mlp) = self.layers
+        for layer, folded in body:
             h = h + self._attention(layer.self_attn, layer.layer_norm1(h))
-            h = h + self._mlp(layer.mlp, layer.layer_norm2(h))
+            h = h + self._mlp(layer.mlp, folded, layer.layer_norm2(h))
         # Only the class token leaves the last layer, so only its row is computed there: its query
         # (against every token's key and value) and its MLP.
         cls = h[:, :1] + self._attention(last.self_attn, last.layer_norm1(h), queries=1)
-        cls = cls + self._mlp(last.mlp, last.layer_norm2(cls))
+        cls = cls + self._mlp(last.mlp, last_mlp, last.layer_norm2(cls))
         return self.projection(self.vm.post_layernorm(cls[:, 0]))
 
     def _attention(self, attn, y: Tensor, queries: int | None = None) -> Tensor:
@@ -86,8 +86,9 @@ class VisionTower:
         o = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
         return F.linear(o.transpose(1, 2).reshape(b, -1, d), attn.out_proj.weight, attn.out_proj.bias)
 
-    def _mlp(self, mlp, y: Tensor) -> Tensor:
-        if self.mlp_folded is None:  # any other activation: the checkpoint's own modules
+    @staticmethod
+    def _mlp(mlp, folded: tuple[Tensor, Tensor, Tensor] | None, y: Tensor) -> Tensor:
+        if folded is None:  # any other activation: the checkpoint's own modules
             return mlp.fc2(mlp.activation_fn(mlp.fc1(y)))
-        w1, b1, w2 = self.mlp_folded[id(mlp)]
+        w1, b1, w2 = folded
         return F.linear(F.silu(F.linear(y, w1, b1)), w2, mlp.fc2.bias)
