@@ -390,12 +390,15 @@ class ImagineEngine:
             torch.stack([ay * sin * flip, ay * cos, cy + ay * ty], -1),
         ], -2)  # (K, n, 2, 3)
         grid = F.affine_grid(theta.view(k * n, 2, 3), [k * n, 3, s * ss, s * ss], align_corners=False)
-        # One grid_sample for every cutout of every job, each cutout reading its job's image through
-        # a broadcast view (a copy only when k > 1): the CPU backward scatters in parallel over the
-        # batch, so k * n samples keep every core busy (stacking a job's cutouts into one tall grid
-        # over its single image ran that backward on one thread: 7.5 vs 4.3 ms with 32 cutouts).
-        source = image[:, None].expand(k, n, *image.shape[1:]).reshape(k * n, *image.shape[1:])
-        cut = F.grid_sample(source, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        # Per job, one grid_sample of its n cutouts, each reading the job's image through a broadcast
+        # view (no copy): the CPU backward scatters in parallel over the batch, so n samples keep
+        # every core busy (a job's cutouts stacked into one tall grid over its single image ran that
+        # backward on one thread: 7.5 vs 4.3 ms with 32 cutouts).
+        cut = torch.cat([
+            F.grid_sample(image[j:j + 1].expand(n, -1, -1, -1), grid[j * n:(j + 1) * n], mode="bilinear",
+                          padding_mode="reflection", align_corners=False)
+            for j in range(k)
+        ])
         if ss > 1:
             cut = F.avg_pool2d(cut, ss)
         if cfg.noise > 0:
