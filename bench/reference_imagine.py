@@ -38,8 +38,7 @@ class ReferenceImagine:
             self.z = vqgan.random_latent(height // f, width // f, self.gen, self.cfg.init_grid)
             self.z_canvas = None
         else:  # the plain canvas, encoded; the loss holds the latent near it
-            plain = torch.tensor(rgb).view(1, 3, 1, 1).expand(1, 3, height, width).contiguous()
-            self.z = vqgan.encode(plain)
+            self.z = vqgan.plain_latent(rgb, height // f, width // f)
             self.z_canvas = self.z.clone()
         self.z.requires_grad_(True)
         self.opt = torch.optim.Adam([self.z], lr=self.cfg.lr)

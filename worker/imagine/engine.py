@@ -121,7 +121,6 @@ class ImagineEngine:
         # decoder batched) and a batched job is bit-identical to its solo run; on a GPU all batched.
         per_image = self.config.decode_per_image
         self._decode_per_image = self.device.type == "cpu" if per_image == "auto" else per_image
-        self._canvas_latents: dict[tuple, Tensor] = {}  # (rgb, h, w) -> the encoded plain canvas
         self._warned_no_encoder = False
         self._waiting: deque[_Run] = deque()
         self._running: list[_Run] = []
@@ -250,7 +249,6 @@ class ImagineEngine:
             frame_every=max(1, math.ceil(steps / max(1, cfg.gif_frames - 1))),
         )
 
-    @torch.no_grad()
     def _canvas(self, fh: int, fw: int) -> Tensor | None:
         """The latent of the configured plain canvas at this size (None: start from random codes)."""
         rgb = self.config.canvas_rgb()
@@ -262,12 +260,7 @@ class ImagineEngine:
                             "not the %s canvas", self.vqgan.checkpoint_path, self.config.canvas)
                 self._warned_no_encoder = True
             return None
-        key = (rgb, fh, fw)
-        if key not in self._canvas_latents:
-            f = self.vqgan.factor
-            plain = torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, fh * f, fw * f)
-            self._canvas_latents[key] = self.vqgan.encode(plain.contiguous().to(self.device)).contiguous()
-        return self._canvas_latents[key].clone()
+        return self.vqgan.plain_latent(rgb, fh, fw)  # one encoder pass per job: no cache to bound
 
     def _load_image(self, ctx: JobContext, key: str, what: str) -> Image.Image:
         try:

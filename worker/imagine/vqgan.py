@@ -227,6 +227,11 @@ class VQGAN(nn.Module):
         z = F.interpolate(z, size=(h, w), mode="nearest") if (gh, gw) != (h, w) else z
         return z.contiguous().clone()  # plain NCHW: kernels (and their rounding) depend on strides
 
+    def plain_latent(self, rgb: tuple[float, float, float], h: int, w: int) -> Tensor:
+        """(1, C, h, w) latent of a plain picture of colour `rgb` (in [0, 1]), through the encoder."""
+        plain = torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, h * self.factor, w * self.factor)
+        return self.encode(plain.contiguous()).contiguous()
+
     def encode(self, x: Tensor) -> Tensor:
         """Quantised latents of images x (B, 3, H, W) in [0, 1]; loads the encoder on first use."""
         with torch.no_grad():
