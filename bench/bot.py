@@ -24,7 +24,7 @@ from bench.common import latency_stats, pct, redis_server
 
 
 async def main_async(n: int, steps: int, step_delay: float, edit_interval_s: float) -> dict:
-    from jobs.transport import IMAGINE
+    from jobs.keys import IMAGINE
     from tests.fake_discord import FakeDiscord
     from tests.test_bot_harness import Harness, ScriptedWorker
 

@@ -10,7 +10,7 @@ import os
 import time
 
 from worker.api import JobCancelled, Outcome
-from worker.loop import WorkerSetup
+from worker.setup import WorkerSetup
 
 
 def find(job, ctx) -> Outcome:

@@ -22,7 +22,9 @@ import time
 
 from bench.common import latency_stats, ms, pct, redis_server
 from jobs.schemas import FindJob, Result, Started
-from jobs.transport import FAST, Queue, decode_event
+from jobs.events import decode_event
+from jobs.keys import FAST
+from jobs.queue import Queue
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,7 +62,7 @@ async def events_by_job(q: Queue) -> dict[str, dict]:
     out: dict[str, dict] = {}
     last = "-"
     while True:
-        entries = await q.redis.xrange(q.events_key, min=last, max="+", count=5000)
+        entries = await q.redis.xrange(q.keys.events, min=last, max="+", count=5000)
         if last != "-":
             entries = entries[1:]
         if not entries:
@@ -106,7 +108,8 @@ async def idle_pickup(url: str, n: int, queued: int) -> dict:
     """Idle worker; then again with `queued` imagine jobs waiting in the other lane (a deep
     generation backlog must not slow the fast lane)."""
     from jobs.schemas import ImagineJob
-    from jobs.transport import IMAGINE, queue_from_url
+    from jobs.keys import IMAGINE
+    from jobs.queue import queue_from_url
 
     q = queue_from_url(url)
     procs = [start_worker(url, "idle-1", 30, 5)]
@@ -126,7 +129,7 @@ async def idle_pickup(url: str, n: int, queued: int) -> dict:
 
 
 async def backlog(url: str, n: int, workers: int, tag: str) -> dict:
-    from jobs.transport import queue_from_url
+    from jobs.queue import queue_from_url
 
     q = queue_from_url(url)
     await q.redis.flushall()
@@ -170,7 +173,7 @@ async def backlog(url: str, n: int, workers: int, tag: str) -> dict:
 
 
 async def kill_recovery(url: str, visibility_s: float, heartbeat_s: float, job_s: float = 1.0) -> dict:
-    from jobs.transport import queue_from_url
+    from jobs.queue import queue_from_url
 
     q = queue_from_url(url)
     await q.redis.flushall()

@@ -15,7 +15,7 @@ import sys
 import discord
 
 from bot.app import ClipBot, point_discord_at
-from jobs.transport import queue_from_url
+from jobs.queue import queue_from_url
 from jobs.settings import Settings
 
 
@@ -39,7 +39,7 @@ def main() -> int:
     worker = None
     if not settings.redis_url:
         # single-machine mode: one local worker on the same embedded Redis
-        from worker.loop import spawn_worker
+        from jobs.local_worker import spawn_worker
 
         worker = spawn_worker(url)
         logging.info("embedded Redis at %s; started local worker pid %d", url, worker.pid)

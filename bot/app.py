@@ -14,7 +14,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from jobs.schemas import Job
-from jobs.transport import EventReader, Queue
+from jobs.events import EventReader
+from jobs.queue import Queue
 
 from bot import limits
 from bot.delivery import Delivery

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import discord
 
 from jobs.schemas import Event, Failed, FINAL_EVENTS, GalleryItem, IndexJob, Origin, Progress, Result, Started
-from jobs.transport import EventDelivery, EventReader, cancel_by
+from jobs.client import cancel_by
+from jobs.events import EventEntry, EventReader
 
 from bot import render
 from bot.jobstore import JobRecord
@@ -44,7 +45,7 @@ class Frame:
 
 class _JobTrack:
     def __init__(self) -> None:
-        self.inbox: asyncio.Queue[EventDelivery] = asyncio.Queue()
+        self.inbox: asyncio.Queue[EventEntry] = asyncio.Queue()
         self.task: asyncio.Task | None = None
         self.editor: LatestFrameEditor | None = None
 
@@ -118,7 +119,7 @@ class Delivery:
             if track.editor:
                 await track.editor.close()
 
-    async def _apply(self, job_id: str, track: _JobTrack, d: EventDelivery) -> None:
+    async def _apply(self, job_id: str, track: _JobTrack, d: EventEntry) -> None:
         for attempt in range(5):
             try:
                 await self.reader.apply_once(d, lambda ev: self._handle(job_id, track, ev))

@@ -2,7 +2,7 @@
 
 Everything on Redis is JSON validated by these models on both sides (never pickle).
 Images never travel inside a job or event: they are stored as blobs (see
-`jobs.transport`) and referenced by key, so stream entries stay small.
+`jobs.client`) and referenced by key, so stream entries stay small.
 """
 from __future__ import annotations
 

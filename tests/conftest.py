@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from jobs.embedded import RedisServer, free_port
-from jobs.transport import Queue
+from jobs.queue import Queue
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def worker_procs(tmp_path):
     Each one's log (stderr) goes to `proc.log_path`."""
     import subprocess
 
-    from worker.loop import spawn_worker
+    from jobs.local_worker import spawn_worker
 
     procs = []
 

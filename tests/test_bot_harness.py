@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 
 from jobs.schemas import Cancelled, Progress, Result, Started
-from jobs.transport import FAST, IMAGINE, Queue, cancel_by, queue_from_url
+from jobs.client import cancel_by
+from jobs.keys import FAST, IMAGINE
+from jobs.queue import Queue, queue_from_url
 
 from bot.app import ClipBot, point_discord_at
 from jobs.settings import Settings

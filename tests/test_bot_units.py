@@ -129,7 +129,7 @@ async def test_votes_atomic_repeat_proof_and_leaderboard(redis_url):
 
 async def test_bot_redis_pool_waits_for_a_connection_instead_of_failing(redis_url):
     """A burst of commands must queue for connections (redis-py's default pool raises MaxConnectionsError)."""
-    from jobs.transport import queue_from_url
+    from jobs.queue import queue_from_url
 
     q = queue_from_url(redis_url, max_connections=3)
     await asyncio.gather(*(q.redis.blpop([f"nothing-{i}"], timeout=0.05) for i in range(12)))  # each holds one

@@ -13,7 +13,7 @@ from jobs.schemas import ClassifyJob, FindJob, GalleryItem, IndexJob
 from tests.test_clip_support import tiny_clip
 from worker.api import JobError
 from worker.clip.handlers import ClipHandlers
-from worker.loop import WorkerSetup
+from worker.setup import WorkerSetup
 from worker.runner import LocalRunner
 
 GUILD = 42

@@ -18,7 +18,7 @@ from jobs.schemas import FindJob, GalleryItem, IndexJob
 from tests.test_clip_support import SHIPPED_CLIP, shipped_clip_available
 from worker.clip.classify import classify
 from worker.clip.handlers import ClipHandlers
-from worker.loop import WorkerSetup
+from worker.setup import WorkerSetup
 from worker.runner import LocalRunner
 
 pytestmark = pytest.mark.skipif(not shipped_clip_available(), reason="models/clip-shapes is not trained/committed yet")

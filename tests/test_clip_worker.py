@@ -12,7 +12,7 @@ from PIL import Image
 from jobs.schemas import ClassifyJob, Failed, FindJob, GalleryItem, IndexJob, Result
 from tests.test_clip_support import tiny_clip
 from worker.clip.handlers import ClipHandlers
-from worker.loop import WorkerSetup
+from worker.setup import WorkerSetup
 
 
 def png(seed: int) -> bytes:
@@ -30,7 +30,7 @@ async def run(queue, job):
 
 
 async def test_clip_jobs_through_the_queue_worker(queue, inproc_worker, redis_url):
-    handlers = ClipHandlers(tiny_clip(), lambda: redis.Redis.from_url(redis_url), prefix=queue.p)
+    handlers = ClipHandlers(tiny_clip(), lambda: redis.Redis.from_url(redis_url), prefix=queue.keys.prefix)
     await inproc_worker(WorkerSetup(handlers=handlers.as_dict()))
 
     ev = await run(queue, ClassifyJob(user=1, image=await queue.put_blob(png(1)), labels=["red circle", "blue square"]))
@@ -46,4 +46,4 @@ async def test_clip_jobs_through_the_queue_worker(queue, inproc_worker, redis_ur
     ev = await run(queue, FindJob(user=1, guild=5, image=await queue.put_blob(png(2)), top=2))
     assert isinstance(ev, Result) and ev.data["hits"][0]["item_id"] == "m2:0"
     # the gallery lives under the deployment's prefix
-    assert redis.Redis.from_url(redis_url).exists(f"{queue.p}gallery:{tiny_clip().fingerprint}:5:emb")
+    assert redis.Redis.from_url(redis_url).exists(f"{queue.keys.prefix}gallery:{tiny_clip().fingerprint}:5:emb")

@@ -17,7 +17,7 @@ from worker.api import JobError
 from worker.cli import build_parser
 from worker.clip.cli import find_main
 from worker.clip.handlers import ClipHandlers
-from worker.loop import WorkerSetup
+from worker.setup import WorkerSetup
 from worker.runner import LocalRunner
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from worker.cli import build_parser
 from worker.imagine.cli import imagine_main, parse_size
 from worker.imagine.engine import ImagineEngine
 from jobs.settings import ImagineConfig, SettingsError, load_settings
-from worker.loop import WorkerSetup
+from worker.setup import WorkerSetup
 from worker.runner import LocalRunner
 
 ROOT = Path(__file__).resolve().parents[1]

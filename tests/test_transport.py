@@ -6,7 +6,10 @@ import asyncio
 import pytest
 
 from jobs.schemas import ClassifyJob, FindJob, ImagineJob
-from jobs.transport import FAST, BlobTooLarge, EventReader, Queue
+from jobs.client import BlobTooLarge
+from jobs.events import EventReader
+from jobs.keys import FAST
+from jobs.queue import Queue
 
 
 async def final_event(queue: Queue, job_id: str, timeout_s: float = 10.0):
@@ -29,7 +32,7 @@ async def test_submit_worker_events_end_to_end(queue, inproc_worker):
     assert st.state == "done" and st.attempts == 1
     assert await queue.user_jobs(1) == []
     # the stream entry was acked and removed: nothing pending for anyone
-    assert (await queue.redis.xpending(queue.stream_key(FAST), "workers"))["pending"] == 0
+    assert (await queue.redis.xpending(queue.keys.stream(FAST), "workers"))["pending"] == 0
 
 
 async def test_job_error_fails_without_retry(queue, inproc_worker):
@@ -55,7 +58,7 @@ async def test_crashing_job_retried_then_dead_lettered(queue, inproc_worker):
 
 
 async def test_poison_entries_dead_lettered_worker_keeps_serving(queue, inproc_worker):
-    stream = queue.stream_key(FAST)
+    stream = queue.keys.stream(FAST)
     await queue.ensure_groups()
     await queue.redis.xadd(stream, {"job": b"{not json"})
     await queue.redis.xadd(stream, {"job": b'{"kind": "classify", "labels": ["only one"]}'})
@@ -161,10 +164,10 @@ async def test_blobs_ttl_cap_and_key_check(queue):
     q = Queue(queue.redis, blob_max_bytes=1024)
     key = await q.put_blob(b"x" * 1024, ttl=1)
     assert await q.get_blob(key) == b"x" * 1024
-    assert 0 < await q.redis.ttl(q.p + "blob:" + key) <= 1
+    assert 0 < await q.redis.ttl(q.keys.blob(key)) <= 1
     with pytest.raises(BlobTooLarge):
         await q.put_blob(b"x" * 1025)
-    await q.redis.set(q.p + "job:secret", b"no")
+    await q.redis.set(q.keys.job("secret"), b"no")
     assert await q.get_blob("../job:secret") is None  # keys are validated, never arbitrary
     await asyncio.sleep(1.2)
     assert await q.get_blob(key) is None
@@ -259,7 +262,7 @@ async def test_bot_consumer_down_then_back_none_twice(queue, inproc_worker, redi
         all_events += [e async for e in queue.follow(j.id, timeout_s=5, block_ms=100)]
     assert sorted(applied) == sorted((e.job_id, e.seq) for e in all_events)
     assert sum(1 for e in all_events if e.type == "result") == 5
-    pending = await redis_client.xpending(queue.events_key, "bot")
+    pending = await redis_client.xpending(queue.keys.events, "bot")
     assert pending["pending"] == 0
 
 
@@ -287,7 +290,7 @@ async def test_reclaim_after_visibility_timeout_then_dead_letter(redis_client):
     assert [e.type for e in events] == ["queued", "started", "started", "started", "failed"]
     assert (await q.status(job.id)).state == "dead"
     assert await q.user_jobs(1) == []
-    assert (await q.redis.xpending(q.stream_key(FAST), "workers"))["pending"] == 0
+    assert (await q.redis.xpending(q.keys.stream(FAST), "workers"))["pending"] == 0
 
 
 async def test_prune_consumers_keeps_those_holding_jobs(queue):
@@ -300,5 +303,5 @@ async def test_prune_consumers_keeps_those_holding_jobs(queue):
     assert await queue.finish(done, Result(job_id=done.job.id, seq=0, data={}))  # holds nothing now
     assert await queue.prune_consumers(FAST, min_idle_s=60) == []  # "gone" was active just now
     assert await queue.prune_consumers(FAST, min_idle_s=0) == ["gone"]
-    names = [c["name"] for c in await queue.redis.xinfo_consumers(queue.stream_key(FAST), "workers")]
+    names = [c["name"] for c in await queue.redis.xinfo_consumers(queue.keys.stream(FAST), "workers")]
     assert names == [b"alive"] and held.job.query == "q0"

@@ -11,7 +11,7 @@ import redis
 
 from jobs.embedded import RedisServer
 from jobs.schemas import FindJob
-from jobs.transport import queue_from_url
+from jobs.queue import queue_from_url
 
 
 async def test_worker_starts_embedded_redis_and_persists(tmp_path):

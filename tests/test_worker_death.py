@@ -10,7 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from jobs.schemas import FindJob, ImagineJob
-from jobs.transport import FAST, EventReader, Queue, decode_event
+from jobs.events import EventReader, decode_event
+from jobs.keys import FAST
+from jobs.queue import Queue
 
 
 async def wait_for(cond, timeout_s: float = 20.0, every_s: float = 0.05):
@@ -74,7 +76,7 @@ async def test_sigkill_mid_job_another_worker_completes_once(queue, worker_procs
                 await reader.ack(d)
     assert sum(e.type == "result" for e in applied) == 1
     assert (await queue.status(job.id)).state == "done"
-    assert (await queue.redis.xpending(queue.stream_key(FAST), "workers"))["pending"] == 0
+    assert (await queue.redis.xpending(queue.keys.stream(FAST), "workers"))["pending"] == 0
 
 
 async def test_heartbeat_keeps_long_job_from_being_stolen(queue, worker_procs, worker_env, redis_url):
@@ -96,8 +98,8 @@ async def test_poison_entry_worker_process_keeps_serving(queue, worker_procs, wo
     p = worker_procs(redis_url, worker_env)
     await live_workers(queue, 1)
     await queue.ensure_groups()
-    await queue.redis.xadd(queue.stream_key(FAST), {"job": b"\xff\xfe not json"})
-    await queue.redis.xadd(queue.stream_key("imagine"), {"job": b'{"kind": "imagine", "prompt": ""}'})
+    await queue.redis.xadd(queue.keys.stream(FAST), {"job": b"\xff\xfe not json"})
+    await queue.redis.xadd(queue.keys.stream("imagine"), {"job": b'{"kind": "imagine", "prompt": ""}'})
     job = FindJob(query="fine", user=1)
     await queue.submit(job)
     events = await job_events(queue, job.id)
@@ -145,7 +147,7 @@ async def test_redis_restart_with_aof_loses_nothing(redis_server, worker_procs, 
     # written to the restarted server (its stream id is later than the restart), none before it
     assert w.poll() is None
     results = {}
-    for entry_id, fields in await r.xrange(q.events_key):
+    for entry_id, fields in await r.xrange(q.keys.events):
         ev = decode_event(fields)
         if ev.type == "result":
             results.setdefault(ev.job_id, []).append(int(entry_id.split(b"-")[0]))

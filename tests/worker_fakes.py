@@ -16,7 +16,7 @@ import os
 import time
 
 from worker.api import JobCancelled, JobError, Outcome
-from worker.loop import WorkerSetup
+from worker.setup import WorkerSetup
 
 
 def classify(job, ctx):

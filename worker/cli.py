@@ -124,7 +124,7 @@ def _settings(args):
 
 
 def make_runner(args, settings):
-    from worker.loop import load_setup
+    from worker.setup import load_setup
     from worker.runner import LocalRunner, RedisRunner
 
     if args.redis:
@@ -165,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_queue_worker(args, settings) -> int:
     from jobs.embedded import resolve_redis_url
-    from jobs.transport import queue_from_url
-    from worker.loop import load_setup, worker_from_settings
+    from jobs.queue import queue_from_url
+    from worker.loop import worker_from_settings
+    from worker.setup import load_setup
 
     if args.redis:
         settings = settings.model_copy(update={"redis_url": args.redis})

@@ -1,6 +1,6 @@
 """The queue worker's JobContext: what an engine sees of Redis while it runs a job.
 
-Engines are synchronous and run in a thread (`asyncio.to_thread`); the transport is asyncio and
+Engines are synchronous and run in a thread (`asyncio.to_thread`); the queue is asyncio and
 lives on the worker's event loop. So every Redis call here is handed to that loop with
 `run_coroutine_threadsafe` and waited for: progress events are few (rate-limited), and waiting
 keeps their order and makes sure they are all published before the job's final event.
@@ -12,22 +12,21 @@ import logging
 import threading
 import time
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
+from jobs.claims import Claim
+from jobs.client import BlobTooLarge
+from jobs.queue import Queue
+from jobs.retry import REDIS_DOWN
 from jobs.schemas import Progress
-from jobs.transport import BlobTooLarge, Delivery, Queue
 from worker.api import JobError
 
 log = logging.getLogger(__name__)
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
 
 class RedisJobContext:
     def __init__(
         self,
         queue: Queue,
-        delivery: Delivery,
+        claim: Claim,
         loop: asyncio.AbstractEventLoop,
         *,
         progress_interval_s: float = 1.0,
@@ -36,14 +35,14 @@ class RedisJobContext:
         call_timeout_s: float = 30.0,
     ):
         self.queue = queue
-        self.delivery = delivery
-        self.job = delivery.job
+        self.claim = claim
+        self.job = claim.job
         self.loop = loop
         self.progress_interval_s = progress_interval_s
         self.cancel_check_s = cancel_check_s
         self.hard_stop = hard_stop or threading.Event()  # worker shutting down: give the job back
         self.call_timeout_s = call_timeout_s
-        self.cancel_flag = delivery.cancel  # set = a user asked to cancel
+        self.cancel_flag = claim.cancel  # set = a user asked to cancel
         self.lost = False  # another worker took the job over: stop, publish nothing
         self._last_progress = float("-inf")
         self._last_cancel_check = float("-inf")
@@ -67,11 +66,11 @@ class RedisJobContext:
         try:
             preview = self._call(self.queue.put_blob(preview_png)) if preview_png else None
             ev = Progress(job_id=self.job.id, seq=0, step=step, total=total, loss=loss, preview=preview)
-            if self._call(self.queue.publish(self.delivery, ev)) is None:
+            if self._call(self.queue.publish(self.claim, ev)) is None:
                 self.lost = True
         except BlobTooLarge as e:
             log.warning("job %s: preview dropped: %s", self.job.id, e)
-        except _REDIS_DOWN as e:  # progress is best effort; the final event is retried
+        except REDIS_DOWN as e:  # progress is best effort; the final event is retried
             log.warning("job %s: progress not sent (%s)", self.job.id, e)
 
     def cancelled(self) -> bool:
@@ -82,14 +81,14 @@ class RedisJobContext:
             self._last_cancel_check = now
             try:
                 self.cancel_flag = self._call(self.queue.cancel_flag(self.job.id))
-            except _REDIS_DOWN:
+            except REDIS_DOWN:
                 pass
         return bool(self.cancel_flag)
 
     def blob(self, key: str) -> bytes:
         try:
             data = self._call(self.queue.get_blob(key))
-        except _REDIS_DOWN as e:
+        except REDIS_DOWN as e:
             raise ConnectionError(f"could not read blob {key}: {e}") from e  # retried elsewhere
         if data is None:
             raise JobError("An image this job needs has expired or is missing; please upload it again.")

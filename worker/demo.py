@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from jobs.embedded import RedisServer
 from jobs.settings import load_settings
 from worker.cli import _WithProgress, build_parser
-from worker.loop import spawn_worker
+from jobs.local_worker import spawn_worker
 from worker.runner import RedisRunner
 from worker.training.shapes import scene
 

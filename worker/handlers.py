@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from worker.loop import WorkerSetup
+from worker.setup import WorkerSetup
 
 log = logging.getLogger(__name__)
 

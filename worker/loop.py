@@ -16,90 +16,30 @@ failed delivery).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from jobs.schemas import Cancelled, Failed, Job, Result
-from jobs.transport import FAST, IMAGINE, BlobTooLarge, Delivery, Queue, WorkerInfo, cancel_by, lane_of
-from worker.api import JobCancelled, JobContext, JobError, Outcome
+from jobs.claims import Claim
+from jobs.client import BlobTooLarge, cancel_by
+from jobs.keys import IMAGINE
+from jobs.queue import Queue
+from jobs.registry import WorkerInfo
+from jobs.retry import DEFAULT_RETRY, REDIS_DOWN, RetryPolicy
+from jobs.schemas import Cancelled, Failed, Result
+from worker.api import JobCancelled, JobError, Outcome
 from worker.context import RedisJobContext
+from worker.setup import BatchEngine, WorkerSetup
 
 log = logging.getLogger(__name__)
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-
-Handler = Callable[[Job, JobContext], Outcome]
-
-
-class BatchEngine(Protocol):
-    """An engine that optimises several jobs at once (VQGAN+CLIP). All methods are sync."""
-
-    capacity: int  # most jobs at once
-
-    @property
-    def active(self) -> int: ...
-
-    def add(self, job: Job, ctx: JobContext) -> None:
-        """Start a job (may raise JobError for bad input: the job fails at once)."""
-
-    def step(self) -> None:
-        """One optimisation step for every active job. Per-job failures and cancellations are
-        reported by pop_finished, not raised; raising here means the engine itself is broken."""
-
-    def pop_finished(self) -> list[tuple[Job, Outcome | BaseException]]:
-        """Jobs that ended since the last call, with their Outcome or exception
-        (JobError, JobCancelled, or anything else = unexpected)."""
-
-
-@dataclass
-class WorkerSetup:
-    """What a handlers factory (`CLIPBOT_HANDLERS=module:function`) returns."""
-
-    handlers: dict[str, Handler] = field(default_factory=dict)  # kind -> handler
-    imagine_engine: BatchEngine | None = None  # takes imagine jobs instead of handlers["imagine"]
-    models: list[str] = field(default_factory=list)  # shown in the registry
-    device: str = "cpu"
-    close: Callable[[], None] | None = None
-
-    def lanes(self) -> list[str]:
-        kinds = set(self.handlers)
-        out = [FAST] if kinds & {"classify", "index", "find"} else []
-        if self.imagine_engine is not None or "imagine" in kinds:
-            out.append(IMAGINE)
-        return out
-
-
-def load_setup(spec: str, settings) -> WorkerSetup:
-    """Build the worker's handlers from 'module:function'; the function takes the Settings and
-    returns a WorkerSetup (or a plain dict kind -> handler)."""
-    mod_name, _, fn_name = spec.partition(":")
-    try:
-        mod = importlib.import_module(mod_name)
-    except ModuleNotFoundError as e:
-        if e.name and mod_name.startswith(e.name):
-            raise RuntimeError(f"CLIPBOT_HANDLERS={spec!r}: module {mod_name} not found") from e
-        raise
-    fn = getattr(mod, fn_name or "build", None)
-    if fn is None:
-        raise RuntimeError(f"CLIPBOT_HANDLERS={spec!r}: {mod_name} has no function {fn_name or 'build'}")
-    setup = fn(settings)
-    return setup if isinstance(setup, WorkerSetup) else WorkerSetup(handlers=dict(setup))
 
 
 @dataclass
 class _Running:
-    delivery: Delivery
+    claim: Claim
     ctx: RedisJobContext
 
 
@@ -116,6 +56,7 @@ class Worker:
         shutdown_grace_s: float = 20.0,
         block_ms: int = 1000,
         heartbeat_file: str | os.PathLike | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ):
         self.queue = queue
         self.setup = setup
@@ -126,6 +67,7 @@ class Worker:
         self.shutdown_grace_s = shutdown_grace_s
         self.block_ms = block_ms
         self.heartbeat_file = heartbeat_file
+        self.retry = retry
         self.running: dict[str, _Running] = {}
         self.stopping = asyncio.Event()
         self.hard_stop = threading.Event()  # read by engine threads through ctx.cancelled()
@@ -151,9 +93,9 @@ class Worker:
         lanes = self.setup.lanes()
         if not lanes:
             raise RuntimeError("this worker has no handlers: nothing to serve")
-        await self._retry(self._register)
+        await self.retry.call(self._register)
         for lane in lanes:
-            await self._retry(lambda lane=lane: self.queue.prune_consumers(lane))
+            await self.retry.call(lambda lane=lane: self.queue.prune_consumers(lane))
         tasks = []
         for lane in lanes:
             if lane == IMAGINE and self.setup.imagine_engine is not None:
@@ -170,15 +112,15 @@ class Worker:
             await asyncio.gather(beat, return_exceptions=True)
             try:
                 await self.queue.unregister_worker(self.id)
-            except _REDIS_DOWN:
+            except REDIS_DOWN:
                 pass
             log.info("worker %s stopped after %d job(s)", self.id, self.jobs_done)
 
     # ------------------------------------------------------------------ lanes
 
-    async def _fetch(self, lane: str, count: int, block: bool, state: dict) -> list[Delivery]:
+    async def _fetch(self, lane: str, count: int, block: bool, state: dict) -> list[Claim]:
         """Reclaimed jobs first (every half visibility timeout), then new ones."""
-        out: list[Delivery] = []
+        out: list[Claim] = []
         now = time.monotonic()
         if now - state.get("reclaimed", 0.0) >= self._reclaim_every:
             state["reclaimed"] = now
@@ -186,56 +128,52 @@ class Worker:
         if len(out) < count:
             out += await self.queue.take(lane, self.id, count - len(out), self.block_ms if block else None)
         if self.stopping.is_set():  # arrived as we were told to stop: give them straight back
-            for d in out:
-                await self.queue.release(d, refund=True)
+            for claim in out:
+                await self.queue.release(claim, refund=True)
             return []
         return out
 
     async def _serial_lane(self, lane: str) -> None:
         state: dict = {}
-        backoff = 0.1
+        backoff = self.retry.backoff()
         while not self.stopping.is_set():
             try:
-                for d in await self._fetch(lane, 1, True, state):
-                    await self._run_serial(d)
-                backoff = 0.1
-            except _REDIS_DOWN as e:
-                log.warning("lane %s: redis unavailable (%s); retrying in %.1fs", lane, e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                for claim in await self._fetch(lane, 1, True, state):
+                    await self._run_serial(claim)
+                backoff.reset()
+            except REDIS_DOWN as e:
+                await backoff.sleep(f"lane {lane}: redis unavailable ({e})")
             except Exception:  # noqa: BLE001 - a bug must not stop the other jobs; the job is reclaimed
-                log.exception("lane %s: unexpected error; retrying in %.1fs", lane, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await backoff.sleep(f"lane {lane}: unexpected error", level=logging.ERROR, exc_info=True)
 
-    async def _run_serial(self, d: Delivery) -> None:
-        ctx = self._context(d)
-        handler = self.setup.handlers.get(d.job.kind)
-        self.running[d.job.id] = _Running(d, ctx)
+    async def _run_serial(self, claim: Claim) -> None:
+        ctx = self._context(claim)
+        handler = self.setup.handlers.get(claim.job.kind)
+        self.running[claim.job.id] = _Running(claim, ctx)
         try:
-            if d.cancel_requested:
+            if claim.cancel_requested:
                 result: Outcome | BaseException = JobCancelled()
             elif handler is None:
-                result = JobError(f"This worker cannot run {d.job.kind} jobs.")
+                result = JobError(f"This worker cannot run {claim.job.kind} jobs.")
             else:
                 try:
-                    result = await asyncio.to_thread(handler, d.job, ctx)
+                    result = await asyncio.to_thread(handler, claim.job, ctx)
                 except Exception as e:  # noqa: BLE001 - every failure becomes an event
                     result = e
-            await self._complete(d, ctx, result)
+            await self._end_claim(claim, ctx, result)
         finally:
-            self.running.pop(d.job.id, None)
+            self.running.pop(claim.job.id, None)
 
     async def _batch_lane(self, lane: str, engine: BatchEngine) -> None:
         state: dict = {}
-        backoff = 0.1
+        backoff = self.retry.backoff()
         while True:
             try:
                 free = engine.capacity - engine.active
                 if free > 0 and not self.stopping.is_set():
                     # block only when idle: a running batch must keep stepping
-                    for d in await self._fetch(lane, free, engine.active == 0, state):
-                        await self._add_to_batch(engine, d)
+                    for claim in await self._fetch(lane, free, engine.active == 0, state):
+                        await self._add_to_batch(engine, claim)
                 if engine.active:
                     try:
                         await asyncio.to_thread(engine.step)
@@ -243,42 +181,40 @@ class Worker:
                         log.exception("batch engine failed; giving its jobs back")
                         error = f"engine crashed: {e!r}"
                         for r in list(self.running.values()):
-                            if r.delivery.lane == lane:
-                                await self._retry(lambda r=r: self.queue.release(r.delivery, error=error))
-                                self.running.pop(r.delivery.job.id, None)
+                            if r.claim.lane == lane:
+                                await self.retry.call(lambda r=r: self.queue.release(r.claim, error=error))
+                                self.running.pop(r.claim.job.id, None)
                         raise
                 for job, result in engine.pop_finished():
                     r = self.running.pop(job.id, None)
                     if r is not None:
-                        await self._complete(r.delivery, r.ctx, result)
+                        await self._end_claim(r.claim, r.ctx, result)
                 if self.stopping.is_set() and engine.active == 0:
                     return
-                backoff = 0.1
-            except _REDIS_DOWN as e:
-                log.warning("lane %s: redis unavailable (%s); retrying in %.1fs", lane, e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff.reset()
+            except REDIS_DOWN as e:
+                await backoff.sleep(f"lane {lane}: redis unavailable ({e})")
 
-    async def _add_to_batch(self, engine: BatchEngine, d: Delivery) -> None:
-        ctx = self._context(d)
-        if d.cancel_requested:
-            return await self._complete(d, ctx, JobCancelled())
+    async def _add_to_batch(self, engine: BatchEngine, claim: Claim) -> None:
+        ctx = self._context(claim)
+        if claim.cancel_requested:
+            return await self._end_claim(claim, ctx, JobCancelled())
         try:
-            await asyncio.to_thread(engine.add, d.job, ctx)
+            await asyncio.to_thread(engine.add, claim.job, ctx)
         except Exception as e:  # noqa: BLE001
-            return await self._complete(d, ctx, e)
-        self.running[d.job.id] = _Running(d, ctx)
+            return await self._end_claim(claim, ctx, e)
+        self.running[claim.job.id] = _Running(claim, ctx)
 
-    def _context(self, d: Delivery) -> RedisJobContext:
+    def _context(self, claim: Claim) -> RedisJobContext:
         assert self._loop is not None
-        return RedisJobContext(self.queue, d, self._loop, progress_interval_s=self.progress_interval_s,
+        return RedisJobContext(self.queue, claim, self._loop, progress_interval_s=self.progress_interval_s,
                                cancel_check_s=self.cancel_check_s, hard_stop=self.hard_stop)
 
     # ------------------------------------------------------------------ endings
 
-    async def _complete(self, d: Delivery, ctx: RedisJobContext, result: Outcome | BaseException) -> None:
+    async def _end_claim(self, claim: Claim, ctx: RedisJobContext, result: Outcome | BaseException) -> None:
         """Turn what the engine produced into the job's final event (or give the job back)."""
-        q, job = self.queue, d.job
+        queue, job = self.queue, claim.job
         if ctx.lost:
             log.warning("job %s: claim lost to another worker; dropping our result", job.id)
             return
@@ -286,41 +222,27 @@ class Worker:
             if ctx.user_cancelled:
                 ev = Cancelled(job_id=job.id, seq=0, by=cancel_by(ctx.cancel_flag))
             else:  # shutting down: somebody else will run it; this attempt does not count
-                await self._retry(lambda: q.release(d, refund=True))
+                await self.retry.call(lambda: queue.release(claim, refund=True))
                 log.info("job %s released for another worker", job.id)
                 return
         elif isinstance(result, JobError):
             ev = Failed(job_id=job.id, seq=0, reason=str(result) or "The job failed.")
         elif isinstance(result, BaseException):
-            log.error("job %s (attempt %d) crashed: %r", job.id, d.attempt, result, exc_info=result)
+            log.error("job %s (attempt %d) crashed: %r", job.id, claim.attempt, result, exc_info=result)
             # unexpected: retried (maybe on another worker) until max deliveries, then dead-lettered
-            await self._retry(lambda: q.release(d, error=f"{type(result).__name__}: {result}"[:300]))
+            await self.retry.call(lambda: queue.release(claim, error=f"{type(result).__name__}: {result}"[:300]))
             return
         else:
             try:
-                keys = {name: await self._retry(lambda b=b: q.put_blob(b)) for name, b in result.blobs.items()}
+                keys = {name: await self.retry.call(lambda b=b: queue.put_blob(b)) for name, b in result.blobs.items()}
                 ev = Result(job_id=job.id, seq=0, data=result.data, blobs=keys)
             except BlobTooLarge as e:
                 ev = Failed(job_id=job.id, seq=0, reason=f"The result was too large to deliver ({e}).")
-        seq = await self._retry(lambda: q.finish(d, ev))
+        seq = await self.retry.call(lambda: queue.finish(claim, ev))
         if seq is None:
             log.warning("job %s: claim lost before finishing; the other worker's result stands", job.id)
         else:
             self.jobs_done += 1
-
-    async def _retry(self, make_call, max_wait_s: float = 300.0):
-        """Retry a Redis call through an outage (e.g. a Redis restart). If Redis stays away, the
-        job stays unacked and another worker reclaims it later: nothing is lost."""
-        delay, deadline = 0.1, time.monotonic() + max_wait_s
-        while True:
-            try:
-                return await make_call()
-            except _REDIS_DOWN as e:
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("redis unavailable (%s); retrying in %.1fs", e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
 
     # ------------------------------------------------------------------ heartbeat
 
@@ -337,9 +259,9 @@ class Worker:
             try:
                 running = list(self.running.values())
                 if running:
-                    states = await self.queue.heartbeat(self.id, [r.delivery for r in running])
+                    states = await self.queue.heartbeat(self.id, [r.claim for r in running])
                     for r in running:
-                        ours, flag = states.get(r.delivery.job.id, (True, ""))
+                        ours, flag = states.get(r.claim.job.id, (True, ""))
                         if not ours:
                             r.ctx.lost = True
                         if flag:
@@ -348,7 +270,7 @@ class Worker:
                 if self.heartbeat_file:
                     with open(self.heartbeat_file, "a"):
                         os.utime(self.heartbeat_file)
-            except _REDIS_DOWN as e:
+            except REDIS_DOWN as e:
                 log.warning("heartbeat failed: %s", e)
             except Exception:  # noqa: BLE001 - the heartbeat must never die
                 log.exception("heartbeat error")
@@ -361,13 +283,3 @@ def worker_from_settings(queue: Queue, setup: WorkerSetup, settings) -> Worker:
         progress_interval_s=settings.progress_interval_s, cancel_check_s=settings.cancel_check_s,
         shutdown_grace_s=settings.shutdown_grace_s, heartbeat_file=settings.heartbeat_file,
     )
-
-
-def spawn_worker(redis_url: str, env: dict[str, str] | None = None, **popen_kw) -> subprocess.Popen:
-    """Start `python -m worker --redis URL` as a child process (the bot's local worker, tests)."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "worker", "--redis", redis_url], env=full_env, **popen_kw)
-
-
-__all__ = ["BatchEngine", "Handler", "Worker", "WorkerSetup", "load_setup", "spawn_worker",
-           "worker_from_settings", "lane_of"]

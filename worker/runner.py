@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 
 from jobs.schemas import Cancelled, Event, Failed, Job, Progress, Queued, Result, Started
-from jobs.transport import Queue, queue_from_url
+from jobs.queue import Queue, queue_from_url
 from worker.api import JobCancelled, JobError, Outcome
 
 OnEvent = Callable[[Event], None] | None

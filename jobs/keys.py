@@ -1,0 +1,59 @@
+"""Every Redis key the job queue uses, built in one place. All keys start with the prefix
+(default ``clipbot:``):
+
+    stream:fast, stream:imagine   job streams (consumer group "workers"); classify/index/find are
+                                  on "fast" so they never wait behind a long generation
+    queue:fast, queue:imagine     sorted sets of queued job ids by submit order (queue position)
+    positions                     counter that gives each queued job its score in queue:<lane>
+    job:<id>                      hash: id, json, user, kind, lane, state, entry, attempts, claim,
+                                  worker, seq (event counter), score, cancel, created, started,
+                                  finished, error
+    user:<uid>                    set of the user's queued + running job ids (the per-user limit)
+    events                        stream of every job event (the bot reads it via its own group)
+    dead                          dead-letter stream: malformed entries and jobs out of deliveries
+    blob:<hex>                    image bytes with a TTL
+    workers, worker:<id>          live worker registry (zset by expiry, hash with a TTL)
+    applied:<group>:<job id>      event seqs of a job that a consumer group has applied (dedupe)
+"""
+from __future__ import annotations
+
+FAST, IMAGINE = "fast", "imagine"
+LANES = (FAST, IMAGINE)
+WORKER_GROUP = "workers"  # the consumer group of the job streams
+
+
+def lane_of(kind: str) -> str:
+    """The lane a job kind runs on: generations on their own, everything else on "fast"."""
+    return IMAGINE if kind == "imagine" else FAST
+
+
+class Keys:
+    """Key names under one prefix."""
+
+    def __init__(self, prefix: str = "clipbot:"):
+        self.prefix = prefix
+        self.events = prefix + "events"
+        self.dead = prefix + "dead"
+        self.positions = prefix + "positions"
+        self.workers = prefix + "workers"
+
+    def stream(self, lane: str) -> str:
+        return f"{self.prefix}stream:{lane}"
+
+    def queue(self, lane: str) -> str:
+        return f"{self.prefix}queue:{lane}"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def user(self, user: int) -> str:
+        return f"{self.prefix}user:{user}"
+
+    def blob(self, blob_key: str) -> str:
+        return f"{self.prefix}blob:{blob_key}"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}worker:{worker_id}"
+
+    def applied(self, group: str, job_id: str) -> str:
+        return f"{self.prefix}applied:{group}:{job_id}"
