@@ -135,7 +135,7 @@ def versus_reference(clip, vqgan, cfg: ImagineConfig, timed_steps: int, quality_
 def step_phases(clip, vqgan, cfg: ImagineConfig, n: int) -> dict:
     """Where one job's step goes (the profile behind the numbers): the engine's own pieces,
     timed one by one, median of n steps, in milliseconds."""
-    from worker.imagine.engine import spherical_distance
+    from worker.imagine.maths import spherical_distance
 
     engine = ImagineEngine(clip, vqgan, ImagineConfig(**{**cfg.__dict__, "batch_size": 1}))
     engine.add(jobs(1, 10_000)[0], QuietContext())

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from worker.imagine.engine import ImagineConfig, _ClampWithGrad, spherical_distance
+from jobs.settings import ImagineConfig
+from worker.imagine.maths import clamp_with_grad, spherical_distance
 from jobs.validation.prompts import parse_prompts
 
 
@@ -47,7 +48,7 @@ class ReferenceImagine:
     def image(self) -> Tensor:
         z_q = self.vqgan.quantize(self.z)
         x = self.vqgan.decode(z_q)
-        return _ClampWithGrad.apply(x.add(1).div(2), 0.0, 1.0)
+        return clamp_with_grad(x.add(1).div(2), 0.0, 1.0)
 
     def cutouts(self, image: Tensor) -> Tensor:
         cfg, s = self.cfg, self.clip.image_size

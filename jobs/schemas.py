@@ -6,11 +6,13 @@ Images never travel inside a job or event: they are stored as blobs (see
 """
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic_core import PydanticCustomError
 
 # Bounds that both the bot (before queueing) and the worker (before running) enforce.
 MAX_LABELS = 25
@@ -19,6 +21,7 @@ MAX_LABEL_CHARS = 100
 MAX_PROMPT_CHARS = 300
 MAX_QUERY_CHARS = 300
 MAX_TOP = 10
+MAX_WEIGHT = 100.0  # |weight| of a prompt or image prompt: Adam is scale-free, larger values only risk overflow
 
 
 def new_id() -> str:
@@ -81,7 +84,16 @@ class FindJob(_JobBase):
 
 class ImagePrompt(_Model):
     image: str  # blob key
-    weight: float = 1.0
+    weight: float = 1.0  # in [-MAX_WEIGHT, MAX_WEIGHT]; negative pushes the picture away from the image
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_in_range(cls, v: float) -> float:
+        if not (math.isfinite(v) and abs(v) <= MAX_WEIGHT):
+            raise PydanticCustomError(
+                "weight_range", "an image prompt's weight must be a number between -{bound} and {bound}, not {value}",
+                {"bound": f"{MAX_WEIGHT:g}", "value": f"{v:g}"})
+        return v
 
 
 class ImagineJob(_JobBase):

@@ -183,14 +183,17 @@ def test_time_budget_fails_cleanly(models):
     (dict(prompt="a", steps=201), {}, "201 steps is too many: the limit is 200"),
     (dict(prompt="a", init_image="missing"), {}, "init image cannot be used: .*expired"),
     (dict(prompt="a", init_image="text"), {}, "init image cannot be used: .*not a supported image"),
-    (dict(prompt="a", image_prompts=[ImagePrompt(image="red", weight=float("inf"))]), {}, "weight must be"),
+    (dict(prompt="a", image_prompts=[dict(image="red", weight=float("inf"))]), {},
+     "image_prompts.0.weight: an image prompt's weight must be a number between -100 and 100, not inf"),
+    (dict(prompt="a", image_prompts=[dict(image="red", weight=-101)]), {}, "between -100 and 100, not -101"),
     (dict(prompt="a:1", image_prompts=[ImagePrompt(image="red", weight=-1)]), {}, "sum to zero"),
     (dict(prompt="x" * 301), {}, "Invalid imagine request: prompt: .* at most 300 characters"),
 ])
 def test_every_bound_is_enforced_with_a_clear_message(models, fields, cfg, message):
     engine = ImagineEngine(*models, tiny_config(**cfg))
     blobs = {"text": b"hello, this is not an image", "red": png_bytes()}
-    job = fields if "x" * 301 == fields["prompt"] else ImagineJob(**fields)
+    raw = "x" * 301 == fields["prompt"] or any(isinstance(p, dict) for p in fields.get("image_prompts", []))
+    job = fields if raw else ImagineJob(**fields)
     with pytest.raises(JobError, match=message):
         engine.add(job, RecordingContext(None, blobs))
     assert engine.active == 0

@@ -1,11 +1,14 @@
 """The /imagine prompt parser: examples and properties (hypothesis)."""
+import json
 import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.schemas import MAX_PROMPT_CHARS
+from pydantic import ValidationError
+
+from jobs.schemas import MAX_PROMPT_CHARS, ImagePrompt, parse_job
 from worker.api import JobError
 from jobs.validation.prompts import MAX_PROMPTS, MAX_WEIGHT, Prompt, parse_prompts
 
@@ -117,3 +120,20 @@ def test_any_input_parses_or_raises_job_error(raw):
 def test_colon_followed_by_words_stays_in_the_text(head, sep, tail):
     raw = f"{head}{sep}{tail}"
     assert parse_prompts(raw) == [Prompt(raw.strip(), 1.0)]
+
+
+@pytest.mark.parametrize("weight", [-MAX_WEIGHT, -0.5, 0.0, 2.0, MAX_WEIGHT])
+def test_image_prompt_weight_within_bounds_is_kept(weight):
+    assert ImagePrompt(image="k", weight=weight).weight == weight
+
+
+@pytest.mark.parametrize("weight, shown", [(MAX_WEIGHT + 1, "101"), (-1e9, "-1e+09"), (float("inf"), "inf"),
+                                           (float("nan"), "nan")])
+def test_image_prompt_weight_out_of_bounds_is_refused_with_its_range(weight, shown):
+    with pytest.raises(ValidationError) as err:
+        ImagePrompt(image="k", weight=weight)
+    (e,) = err.value.errors()
+    assert e["loc"] == ("weight",)
+    assert e["msg"] == f"an image prompt's weight must be a number between -100 and 100, not {shown}"
+    with pytest.raises(ValidationError, match="between -100 and 100"):  # the same on the wire
+        parse_job(json.dumps({"kind": "imagine", "prompt": "a", "image_prompts": [{"image": "k", "weight": weight}]}))

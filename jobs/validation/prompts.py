@@ -11,11 +11,10 @@ import math
 import re
 from dataclasses import dataclass
 
-from jobs.schemas import MAX_PROMPT_CHARS
+from jobs.schemas import MAX_PROMPT_CHARS, MAX_WEIGHT
 from jobs.validation import JobError
 
 MAX_PROMPTS = 8
-MAX_WEIGHT = 100.0  # |weight| bound: Adam is scale-free, larger values only risk overflow
 
 # A trailing ":<number>", where number is anything float() reads that looks like a number
 # (inf/nan included, so that they are rejected with a clear message instead of becoming text).

@@ -7,7 +7,6 @@ import re
 import sys
 from pathlib import Path
 
-from jobs.schemas import ImagePrompt
 from worker.api import JobError
 from worker.imagine.engine import as_job
 from jobs.validation.prompts import parse_prompts
@@ -72,7 +71,7 @@ def imagine_main(args, runner) -> int:
     prompts = []
     for text in args.image_prompt:
         path, weight = _weighted_path(text)
-        prompts.append(ImagePrompt(image=runner.put_blob(_read(path, "image prompt")), weight=weight))
+        prompts.append({"image": runner.put_blob(_read(path, "image prompt")), "weight": weight})
     fields["image_prompts"] = prompts
     outcome = runner.run(as_job(fields))
     try:

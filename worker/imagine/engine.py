@@ -44,35 +44,16 @@ from torch import Tensor
 
 from jobs.schemas import ImagineJob
 from jobs.settings import ImagineConfig  # the engine's knobs (CLIPBOT_IMAGINE_<FIELD>), validated there
-from worker.api import JobCancelled, JobContext, JobError, Outcome
 from jobs.validation.images import decode_image, encode_png
+from jobs.validation.imagine import resolve_size, resolve_steps
+from jobs.validation.prompts import parse_prompts
+from worker.api import JobCancelled, JobContext, JobError, Outcome
 from worker.imagine import media
-from jobs.validation.prompts import MAX_WEIGHT, parse_prompts
+from worker.imagine.maths import clamp_with_grad, cutouts, spherical_distance
 from worker.imagine.vqgan import VQGAN
 
 
 log = logging.getLogger(__name__)
-
-
-class _ClampWithGrad(torch.autograd.Function):
-    """Clamp in the forward pass; in the backward pass let gradients through unless they push
-    further out of range (Crowson), so saturated pixels can still be pulled back."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, lo: float, hi: float) -> Tensor:
-        ctx.lo, ctx.hi = lo, hi
-        ctx.save_for_backward(x)
-        return x.clamp(lo, hi)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (x,) = ctx.saved_tensors
-        return grad * (grad * (x - x.clamp(ctx.lo, ctx.hi)) >= 0), None, None
-
-
-def spherical_distance(a: Tensor, b: Tensor) -> Tensor:
-    """Squared great-circle distance between unit vectors (broadcasting over leading dims)."""
-    return (a - b).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
 
 
 @dataclass
@@ -161,23 +142,23 @@ class ImagineEngine:
                 self._check(run)
                 runs.append(run)
             except Exception as e:  # cancelled, over budget, or its context failed: this job only
-                self._finish(run, e)
+                self._retire(run, e)
         if not runs:
             return
         try:
             images = self._optimise(runs)
         except Exception as e:  # a batch-wide failure (e.g. out of memory) fails every job in it
             for run in runs:
-                self._finish(run, e)
+                self._retire(run, e)
             return
         for k, run in enumerate(runs):
             try:
                 self._report(run, images[k])
             except Exception as e:  # e.g. the progress channel failed: this job only
-                self._finish(run, e)
+                self._retire(run, e)
         done = [r for r in runs if r.step >= r.steps and r in self._running]
         if done:
-            self._complete(done)
+            self._render_results(done)
 
     def pop_finished(self) -> list[tuple[ImagineJob, Outcome | BaseException]]:
         out, self._finished = self._finished, []
@@ -186,24 +167,10 @@ class ImagineEngine:
     # ------------------------------------------------------------------ validation
 
     def resolve_size(self, width: int, height: int) -> tuple[int, int]:
-        cfg, f = self.config, self.vqgan.factor
-        w, h = width or cfg.width, height or cfg.height
-        w, h = (max(f, int(v / f + 0.5) * f) for v in (w, h))  # nearest multiple of the VQGAN's tile
-        if min(w, h) < cfg.min_side:
-            raise JobError(f"The size {w}x{h} is too small: each side must be at least {cfg.min_side} pixels.")
-        if w * h > cfg.max_pixels:
-            side = int(math.isqrt(cfg.max_pixels)) // f * f
-            raise JobError(
-                f"The size {w}x{h} is {w * h:,} pixels; this worker's limit is {cfg.max_pixels:,} "
-                f"(e.g. {side}x{side}). Ask for a smaller size."
-            )
-        return w, h
+        return resolve_size(width, height, self.config, self.vqgan.factor)
 
     def resolve_steps(self, steps: int) -> int:
-        steps = steps or self.config.steps
-        if not 1 <= steps <= self.config.max_steps:
-            raise JobError(f"{steps} steps is too many: the limit is {self.config.max_steps}.")
-        return steps
+        return resolve_steps(steps, self.config)
 
     def _prepare(self, job: ImagineJob, ctx: JobContext) -> _Run:
         cfg = self.config
@@ -215,9 +182,7 @@ class ImagineEngine:
 
         targets = [self.clip.embed_texts([p.text for p in prompts]).to(device, torch.float32)]
         weights = [p.weight for p in prompts]
-        for i, ip in enumerate(job.image_prompts, 1):
-            if not (math.isfinite(ip.weight) and abs(ip.weight) <= MAX_WEIGHT):
-                raise JobError(f"Image prompt {i}'s weight must be a number between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}.")
+        for i, ip in enumerate(job.image_prompts, 1):  # weights are bounded by the schema
             targets.append(self._embed_image(self._load_image(ctx, ip.image, f"image prompt {i}")))
             weights.append(ip.weight)
         targets_t = torch.cat(targets)
@@ -303,7 +268,7 @@ class ImagineEngine:
                 f"of {self.config.time_budget_s:g} s. Try fewer steps or a smaller size."
             )
 
-    def _finish(self, run: _Run, result: Outcome | BaseException) -> None:
+    def _retire(self, run: _Run, result: Outcome | BaseException) -> None:
         self._running.remove(run)
         self._finished.append((run.job, result))
 
@@ -355,57 +320,16 @@ class ImagineEngine:
     def synth(self, z: Tensor) -> Tensor:
         """Latents -> images in [0, 1] through the straight-through quantiser and the decoder."""
         x = self.vqgan.decode(self.vqgan.quantize(z), sample_wise=self._decode_per_image)
-        return _ClampWithGrad.apply(x.add(1).div(2), 0.0, 1.0)
+        return clamp_with_grad(x.add(1).div(2), 0.0, 1.0)
 
     def cutouts(self, image: Tensor, gens: list[torch.Generator]) -> Tensor:
-        """cfg.cutouts random augmented square crops per image, resized to CLIP's input size, in one
-        grid_sample for the whole batch. image (K, 3, H, W); gens[k] draws image k's crops.
-        Returns (K * cutouts, 3, S, S)."""
-        cfg, s = self.config, self.clip.image_size
-        k, _, h, w = image.shape
-        side = min(h, w)
-        # Supersample only as far as cutouts are downscaled (anti-aliasing); never when upscaling.
-        n, ss = cfg.cutouts, max(1, min(cfg.cut_supersample, math.ceil(side / s)))
-        # Per job: one draw of 8 uniforms per cutout and one of noise, from that job's generator only.
-        u = torch.stack([torch.rand(n, 8, generator=g, device=g.device) for g in gens]).to(image.device)
-        size = u[..., 0].pow(cfg.cut_pow) * (side - side * cfg.cut_min_size) + side * cfg.cut_min_size
-        cx = (u[..., 1] * (w - size) + size / 2) / w * 2 - 1  # centre, normalised to [-1, 1]
-        cy = (u[..., 2] * (h - size) + size / 2) / h * 2 - 1
-        flip = torch.where(u[..., 3] < cfg.flip, -1.0, 1.0)
-        angle = (u[..., 4] * 2 - 1) * math.radians(cfg.rotate_degrees)
-        scale = 1 + (u[..., 5] * 2 - 1) * cfg.scale_jitter
-        cos, sin = angle.cos() * scale, angle.sin() * scale
-        # Output (x, y) in [-1, 1]^2 of the cutout -> input coords: centre + half-size * R(angle) * flip.
-        ax, ay = size / w, size / h
-        tx, ty = (u[..., 6] * 2 - 1) * cfg.translate, (u[..., 7] * 2 - 1) * cfg.translate
-        theta = torch.stack([
-            torch.stack([ax * cos * flip, -ax * sin, cx + ax * tx], -1),
-            torch.stack([ay * sin * flip, ay * cos, cy + ay * ty], -1),
-        ], -2)  # (K, n, 2, 3)
-        grid = F.affine_grid(theta.view(k * n, 2, 3), [k * n, 3, s * ss, s * ss], align_corners=False)
-        # Per job, one grid_sample of its n cutouts, each reading the job's image through a broadcast
-        # view (no copy): the CPU backward scatters in parallel over the batch, so n samples keep
-        # every core busy (a job's cutouts stacked into one tall grid over its single image ran that
-        # backward on one thread: 7.5 vs 4.3 ms with 32 cutouts).
-        cut = torch.cat([
-            F.grid_sample(image[j:j + 1].expand(n, -1, -1, -1), grid[j * n:(j + 1) * n], mode="bilinear",
-                          padding_mode="reflection", align_corners=False)
-            for j in range(k)
-        ])
-        if ss > 1:
-            cut = F.avg_pool2d(cut, ss)
-        if cfg.noise > 0:
-            noise = torch.stack([
-                torch.randn(n, 3, s, s, generator=g, device=g.device)
-                * torch.rand(n, 1, 1, 1, generator=g, device=g.device) for g in gens
-            ])
-            cut = cut + cfg.noise * noise.view(k * n, 3, s, s).to(cut.device)
-        return cut
+        """The configured cutouts of each image, at CLIP's input size (see maths.cutouts)."""
+        return cutouts(image, gens, self.config, self.clip.image_size)
 
     # ------------------------------------------------------------------ results
 
     @torch.inference_mode()
-    def _complete(self, runs: list[_Run]) -> None:
+    def _render_results(self, runs: list[_Run]) -> None:
         z = torch.cat([r.z.detach() for r in runs])
         images = self.synth(z)
         s = self.clip.image_size
@@ -414,9 +338,9 @@ class ImagineEngine:
         emb = self.clip.embed_pixels(F.interpolate(square, size=(s, s), mode="bilinear", antialias=True)).float()
         for k, r in enumerate(runs):
             try:
-                self._finish(r, self._outcome(r, images[k], emb[k]))
+                self._retire(r, self._outcome(r, images[k], emb[k]))
             except Exception as e:
-                self._finish(r, e)
+                self._retire(r, e)
 
     def _outcome(self, r: _Run, image: Tensor, emb: Tensor) -> Outcome:
         cfg = self.config
