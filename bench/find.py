@@ -32,7 +32,7 @@ def search_latency(gallery, guild: int, n: int, queries: int, rng) -> dict:
     for start in range(0, n, chunk):
         k = min(chunk, n - start)
         m.upsert([f"item{start + i}" for i in range(k)], unit_rows(rng, k))
-    m.version = int(gallery.r.get(gallery.key(guild, "version")) or 0)
+    m.version = int(gallery.redis.get(gallery.key(guild, "version")) or 0)
     qs = unit_rows(rng, queries + 3)
     for q in qs[:3]:  # warm-up
         gallery.search(guild, q, top=10)
@@ -97,14 +97,14 @@ def redis_refresh(make_gallery, n: int, rng) -> dict:
 
     writer = make_gallery()
     guild = 1000 + n
-    used0 = int(writer.r.info("memory")["used_memory"])
+    used0 = int(writer.redis.info("memory")["used_memory"])
     t = time.perf_counter()
     vecs = unit_rows(rng, n)
     for start in range(0, n, 1000):
         writer.add(guild, [NewItem(f"m{start + i}", vecs[start + i], message_link="https://discord.com/channels/1/2/3",
                                    author=42) for i in range(min(1000, n - start))])
     fill_s = time.perf_counter() - t
-    used1 = int(writer.r.info("memory")["used_memory"])
+    used1 = int(writer.redis.info("memory")["used_memory"])
     reader = make_gallery()
     t = time.perf_counter()
     reader.refresh(guild)

@@ -67,10 +67,9 @@ class ImagineConfig(BaseModel):
     translate: float = Field(0.05, ge=0, le=1, description="Largest shift of a cutout, as a fraction of its side.")
     noise: float = Field(0.1, ge=0, description="Per-cutout Gaussian noise; its std is drawn uniformly from [0, noise].")
     lr: float = Field(0.1, gt=0, description="Adam learning rate on the latent.")
-    # Measured on the 16-prompt panel (worker.training.evaluate.imagine_report) with the shipped models,
-    # mean over seeds (worker/imagine/README.md): from random codes the asked colour flooded the
-    # picture or split it into colour fields (a 2 x 2 grid of codes: asked colour dominant 66%, CLIP
-    # agrees 78%); from a plain grey canvas held near grey the subject forms on a grey background.
+    # Why a grey canvas (numbers: worker/imagine/README.md): from random codes the asked colour floods
+    # the picture or splits it into colour fields; from a plain canvas held near it the subject forms
+    # on a plain background.
     canvas: str = Field("grey", description="Start picture: a plain canvas of this colour (white, black, grey or #rrggbb). Empty: random codes (init_grid), as with a VQGAN checkpoint that lacks its encoder. An init image replaces it.")
     canvas_weight: float = Field(1.5, ge=0, description="How strongly the picture is held near its canvas (Crowson's init weight): the background stays plain while the subject forms. 0: free.")
     init_grid: int = Field(2, ge=0, description="Random start when `canvas` is empty: 0 = a random code per position (Crowson's noise); g = one random code per cell of a g x g grid (a few flat regions).")

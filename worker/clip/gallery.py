@@ -134,7 +134,7 @@ class _GuildMatrix:
 
     * `exact`: float16 (numpy), the values Redis stores; float32 products of these are the true scores.
     * `scan`: the same rows in bfloat16 (torch), read by search's first pass: half the bytes of the
-      float32 matrix this replaces, and torch's AVX-512 BF16/AMX kernels, where numpy has no bfloat16.
+      float32 values, and torch's AVX-512 BF16/AMX kernels, where numpy has no bfloat16.
     Together they take the memory of one float32 matrix. Both grow geometrically.
     """
 
@@ -251,7 +251,7 @@ class Gallery:
                  max_memory_bytes: int = 2 << 30):
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("Gallery needs a redis client with decode_responses=False (embeddings are bytes)")
-        self.r = client
+        self.redis = client
         self.model_tag, self.dim, self.prefix = model_tag, dim, prefix
         self.max_items, self.log_max, self.max_guilds = max_items, log_max, max_guilds
         self.max_memory_bytes = max_memory_bytes  # matrices of guilds not searched lately are dropped past this
@@ -294,13 +294,13 @@ class Gallery:
 
     def existing(self, guild: int, item_ids: list[str]) -> set[str]:
         """Which of `item_ids` are in the gallery (one round trip)."""
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)
         for item_id in item_ids:
             pipe.hexists(self.key(guild, "emb"), item_id)
         return {i for i, there in zip(item_ids, pipe.execute()) if there}
 
     def count(self, guild: int) -> int:
-        return int(self.r.hlen(self.key(guild, "emb")))
+        return int(self.redis.hlen(self.key(guild, "emb")))
 
     # ------------------------------------------------------------------ reads
 
@@ -326,7 +326,7 @@ class Gallery:
         m = self._matrix(guild)
         with m.lock:
             for _ in range(5):
-                remote, floor = self.r.mget(self.key(guild, "version"), self.key(guild, "floor"))
+                remote, floor = self.redis.mget(self.key(guild, "version"), self.key(guild, "floor"))
                 remote, floor = int(remote or 0), int(floor or 0)
                 if m.version == remote:
                     return m
@@ -344,7 +344,7 @@ class Gallery:
         self.stats["full_loads"] += 1
         m.clear()
         ids, vecs = [], []
-        for item_id, raw in self.r.hscan_iter(self.key(guild, "emb"), count=SCAN_COUNT):
+        for item_id, raw in self.redis.hscan_iter(self.key(guild, "emb"), count=SCAN_COUNT):
             vec = self._decode(item_id, raw)
             if vec is not None:
                 ids.append(item_id.decode())
@@ -359,7 +359,7 @@ class Gallery:
 
     def _catch_up(self, guild: int, m: _GuildMatrix) -> bool:
         """Apply log entries after m.version. False if the log was trimmed past us (reload needed)."""
-        pipe = self.r.pipeline(transaction=True)  # log and floor read together: a trim cannot slip between
+        pipe = self.redis.pipeline(transaction=True)  # log and floor read together: a trim cannot slip between
         pipe.xrange(self.key(guild, "log"), min=f"{m.version + 1}-0", max="+")
         pipe.get(self.key(guild, "floor"))
         entries, floor_now = pipe.execute()
@@ -379,7 +379,7 @@ class Gallery:
                 m.remove(i)
         for start in range(0, len(added), FETCH_BATCH):
             chunk = added[start: start + FETCH_BATCH]
-            raws = self.r.hmget(self.key(guild, "emb"), chunk)
+            raws = self.redis.hmget(self.key(guild, "emb"), chunk)
             keep_ids, keep = [], []
             for item_id, raw in zip(chunk, raws):
                 # None: deleted again after the log range we read; the next refresh applies that delete
@@ -412,7 +412,7 @@ class Gallery:
                 return []
             rows, scores = m.best(q, top)
             picked = [(m.ids[i], float(s)) for i, s in zip(rows, scores)]
-        metas = self.r.hmget(self.key(guild, "meta"), [i for i, _ in picked])
+        metas = self.redis.hmget(self.key(guild, "meta"), [i for i, _ in picked])
         hits = []
         for (item_id, score), raw in zip(picked, metas):
             if raw is None:  # deleted since the refresh

@@ -225,7 +225,7 @@ class ImagineEngine:
                             "not the %s canvas", self.vqgan.checkpoint_path, self.config.canvas)
                 self._warned_no_encoder = True
             return None
-        return self.vqgan.plain_latent(rgb, fh, fw)  # one encoder pass per job: no cache to bound
+        return self.vqgan.plain_latent(rgb, fh, fw)  # one encoder pass per job, nothing kept between jobs
 
     def _load_image(self, ctx: JobContext, key: str, what: str) -> Image.Image:
         try:

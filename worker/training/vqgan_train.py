@@ -89,10 +89,16 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 127.5 - 1.0
 
 
+def _diff_x(t: torch.Tensor) -> torch.Tensor:
+    return t[..., :, 1:] - t[..., :, :-1]
+
+
+def _diff_y(t: torch.Tensor) -> torch.Tensor:
+    return t[..., 1:, :] - t[..., :-1, :]
+
+
 def edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
-    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
-    return F.l1_loss(dx(x), dx(y)) + F.l1_loss(dy(x), dy(y))
+    return F.l1_loss(_diff_x(x), _diff_x(y)) + F.l1_loss(_diff_y(x), _diff_y(y))
 
 
 def random_crop(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
