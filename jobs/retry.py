@@ -46,7 +46,7 @@ class RetryPolicy:
     def backoff(self) -> "Backoff":
         return Backoff(self)
 
-    async def call(self, make_call: Callable[[], Awaitable[T]], *, what: str = "redis call") -> T:
+    async def call(self, make_call: Callable[[], Awaitable[T]]) -> T:
         """Await `make_call()`, calling it again after a wait while Redis is down."""
         backoff = self.backoff()
         deadline = time.monotonic() + self.give_up_after_s
@@ -56,7 +56,7 @@ class RetryPolicy:
             except REDIS_DOWN as e:
                 if time.monotonic() > deadline:
                     raise
-                await backoff.sleep(f"{what}: redis unavailable ({e})")
+                await backoff.sleep(f"redis unavailable ({e})")
 
 
 class Backoff:
