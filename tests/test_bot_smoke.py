@@ -1,5 +1,5 @@
 from tests.fake_discord import EPHEMERAL
-from tests.test_bot_harness import harness, png_bytes  # noqa: F401
+from tests.bot_harness import harness, png_bytes  # noqa: F401
 
 
 async def test_bot_registers_commands_with_contract_option_names(harness):
