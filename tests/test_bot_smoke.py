@@ -1,3 +1,4 @@
+"""The bot starts against the fake Discord, registers its commands, and answers a bad command privately."""
 from tests.fake_discord import EPHEMERAL
 from tests.bot_harness import harness, png_bytes  # noqa: F401
 
