@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 
 import discord
@@ -31,12 +32,13 @@ ATTEMPTS = 5  # tries per event when Discord answers 5xx (after discord.py's own
 IDLE_LIMIT_S = 600  # a job quiet this long loses its task; its next event starts a new one
 
 
-class Renderer:
-    """How one job kind's events become Discord messages. Subclasses override `render`; the
+class Renderer(ABC):
+    """How one job kind's events become Discord messages. Subclasses implement `render`; the
     other two hooks are for renderers that keep per-job state (a throttled editor, a lock)."""
 
+    @abstractmethod
     async def render(self, job_id: str, record: JobRecord, event: Event) -> None:
-        raise NotImplementedError
+        """Show one event of the job; raising discord.DiscordServerError makes the dispatcher retry it."""
 
     async def forget(self, job_id: str) -> None:
         """The job's task ended (final event or long silence): drop what is kept for it."""
