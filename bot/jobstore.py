@@ -1,4 +1,4 @@
-"""What the bot remembers about each job it queued: where to deliver its events.
+"""What the bot remembers about each job it queued: where its events are shown.
 
 A job's events carry only its id; this record (JSON in Redis, with a TTL) says which channel,
 message and interaction it belongs to. Being in Redis, it survives a bot restart, so results
