@@ -26,7 +26,7 @@ from bench.common import latency_stats, pct, redis_server
 async def main_async(n: int, steps: int, step_delay: float, edit_interval_s: float) -> dict:
     from jobs.keys import IMAGINE
     from tests.fake_discord import FakeDiscord
-    from tests.test_bot_harness import Harness, ScriptedWorker
+    from tests.bot_harness import Harness, ScriptedWorker
 
     out: dict[str, float] = {}
     with redis_server() as url:
@@ -109,7 +109,7 @@ def run(quick: bool = False, tiny: bool = False) -> dict:
     interval = 0.25 if tiny else 1.0
     metrics = asyncio.run(main_async(n, steps, 0.05, interval))
     return {"metrics": metrics, "notes": {"command": "/imagine", "edit_interval_s": interval,
-                                          "worker": "tests.test_bot_harness.ScriptedWorker (real Redis events)"}}
+                                          "worker": "tests.bot_harness.ScriptedWorker (real Redis events)"}}
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-"""clipbot's Discord front end: validates commands, queues jobs, delivers events as messages."""
+"""clipbot's Discord front end: validates commands, queues jobs, shows their events as messages."""

@@ -1,7 +1,9 @@
 """The bot: a discord.py `commands.Bot` wired to Redis (queue, events, votes, per-guild config).
 
-Handlers live in one cog per feature (bot/cogs/); the shared steps every command takes — the
-admission checks, the ephemeral refusal, queueing with the per-user cap and cooldown — are here.
+Handlers live in one cog per feature (bot/cogs/, loaded by name: this module imports no cog); the
+shared steps every command takes — the admission checks, the ephemeral refusal, queueing with the
+per-user cap and cooldown — are here. Each cog registers with `dispatcher` how its jobs' events
+are shown.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from jobs.events import EventReader
 from jobs.queue import Queue
 
 from bot import limits
-from bot.delivery import Delivery
+from bot.dispatcher import EventDispatcher
 from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.jobstore import JobStore, record_for
 from bot.limits import Cooldowns, Refused
@@ -55,7 +57,7 @@ class ClipBot(commands.Bot):
         self.votes = VoteBook(redis, prefix)
         self.records = JobStore(redis, prefix, settings.job_ttl_s)
         reader = EventReader(redis, group="bot", consumer=consumer or settings.events_consumer, prefix=prefix)
-        self.delivery = Delivery(self, reader)
+        self.dispatcher = EventDispatcher(reader, self.records, self.wait_until_ready)
         self.tree.on_error = self._on_tree_error
 
     async def setup_hook(self) -> None:
@@ -65,10 +67,10 @@ class ClipBot(commands.Bot):
             await self.load_extension(ext)
         if self.settings.sync_commands:
             await self.tree.sync()
-        self.delivery.start()
+        self.dispatcher.start()
 
     async def close(self) -> None:
-        await self.delivery.stop()
+        await self.dispatcher.stop()
         await super().close()
 
     # ------------------------------------------------------------------ shared command steps
@@ -76,9 +78,9 @@ class ClipBot(commands.Bot):
     async def admit(self, interaction: discord.Interaction, *texts: str, cooldown: bool = True) -> GuildConfig:
         """Channel allow-list, banned words and cooldown; raises Refused. Cheap: Redis only."""
         cfg = await self.configs.get(interaction.guild_id)
-        for msg in (limits.check_channel(cfg, interaction.channel_id), limits.find_banned(cfg, *texts)):
-            if msg:
-                raise Refused(msg)
+        for problem in (limits.check_channel(cfg, interaction.channel_id), limits.find_banned(cfg, *texts)):
+            if problem:
+                raise Refused(problem)
         if cooldown:
             left = await self.cooldowns.left(interaction.guild_id, interaction.user.id)
             if left > 0:
@@ -90,13 +92,13 @@ class ClipBot(commands.Bot):
         """Queue a job under the user's cap; returns its queue position. Raises Refused."""
         token = interaction.token if interaction is not None else None
         await self.records.put(record_for(job, label, token, original_message_id), job.id)
-        res = await self.queue.submit(job, user_limit=cfg.user_limit(self.settings))
-        if not res.accepted:
+        submitted = await self.queue.submit(job, user_limit=cfg.user_limit(self.settings))
+        if not submitted.accepted:
             await self.records.delete(job.id)
-            raise Refused(res.reason or "The queue refused this job.")
+            raise Refused(submitted.reason or "The queue refused this job.")
         if cooldown:
             await self.cooldowns.start(job.guild, job.user, cfg.cooldown(self.settings))
-        return res.position
+        return submitted.position
 
     async def refuse(self, interaction: discord.Interaction, message: str) -> None:
         """Every refusal is ephemeral; a public 'thinking…' placeholder is removed first."""

@@ -18,17 +18,17 @@ class GuildConfig(BaseModel):
     vote_up: str | None = None
     vote_down: str | None = None
 
-    def user_limit(self, s: Settings) -> int:
-        return self.max_jobs or s.user_max_jobs
+    def user_limit(self, settings: Settings) -> int:
+        return self.max_jobs or settings.user_max_jobs
 
-    def cooldown(self, s: Settings) -> float:
-        return s.cooldown_s if self.cooldown_s is None else self.cooldown_s
+    def cooldown(self, settings: Settings) -> float:
+        return settings.cooldown_s if self.cooldown_s is None else self.cooldown_s
 
-    def threshold(self, s: Settings) -> int:
-        return self.hof_threshold or s.hof_threshold
+    def threshold(self, settings: Settings) -> int:
+        return self.hof_threshold or settings.hof_threshold
 
-    def emojis(self, s: Settings) -> tuple[str, str]:
-        return self.vote_up or s.vote_up, self.vote_down or s.vote_down
+    def emojis(self, settings: Settings) -> tuple[str, str]:
+        return self.vote_up or settings.vote_up, self.vote_down or settings.vote_down
 
 
 class GuildConfigStore:

@@ -1,4 +1,4 @@
-"""What the bot remembers about each job it queued: where to deliver its events.
+"""What the bot remembers about each job it queued: where its events are shown.
 
 A job's events carry only its id; this record (JSON in Redis, with a TTL) says which channel,
 message and interaction it belongs to. Being in Redis, it survives a bot restart, so results
@@ -36,25 +36,25 @@ class JobRecord(BaseModel):
 
 class JobStore:
     def __init__(self, redis, prefix: str, ttl_s: int):
-        self.redis, self.p, self.ttl = redis, f"{prefix}bot:job:", ttl_s
+        self.redis, self.key_prefix, self.ttl_s = redis, f"{prefix}bot:job:", ttl_s
 
-    async def put(self, rec: JobRecord, job_id: str) -> None:
-        await self.redis.set(self.p + job_id, rec.model_dump_json(), ex=self.ttl)
+    async def put(self, record: JobRecord, job_id: str) -> None:
+        await self.redis.set(self.key_prefix + job_id, record.model_dump_json(), ex=self.ttl_s)
 
     async def get(self, job_id: str) -> JobRecord | None:
-        raw = await self.redis.get(self.p + job_id)
+        raw = await self.redis.get(self.key_prefix + job_id)
         return JobRecord.model_validate_json(raw) if raw else None
 
     async def update(self, job_id: str, **fields) -> JobRecord | None:
-        rec = await self.get(job_id)
-        if rec is None:
+        record = await self.get(job_id)
+        if record is None:
             return None
-        rec = rec.model_copy(update=fields)
-        await self.put(rec, job_id)
-        return rec
+        record = record.model_copy(update=fields)
+        await self.put(record, job_id)
+        return record
 
     async def delete(self, job_id: str) -> None:
-        await self.redis.delete(self.p + job_id)
+        await self.redis.delete(self.key_prefix + job_id)
 
 
 def record_for(job: Job, label: str, token: str | None = None, original_message_id: int | None = None) -> JobRecord:

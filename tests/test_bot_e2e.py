@@ -17,7 +17,7 @@ from PIL import Image
 from jobs.embedded import RedisServer, free_port
 from tests.factories import make_clip_dir, make_vqgan_files
 from tests.fake_discord import EPHEMERAL, FakeDiscord
-from tests.test_bot_harness import Harness, png_bytes
+from tests.bot_harness import Harness, png_bytes
 from jobs.local_worker import spawn_worker
 
 

@@ -4,7 +4,7 @@ import asyncio
 import pytest
 
 from tests.fake_discord import EPHEMERAL, PERM_MANAGE_GUILD, PERM_MANAGE_MESSAGES, PERM_VIEW_SEND
-from tests.test_bot_harness import ScriptedWorker, harness, png_bytes  # noqa: F401
+from tests.bot_harness import ScriptedWorker, harness, png_bytes  # noqa: F401
 
 
 @pytest.fixture

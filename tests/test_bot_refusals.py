@@ -4,7 +4,7 @@ import asyncio
 import pytest
 
 from tests.fake_discord import EPHEMERAL, PERM_MANAGE_GUILD, PERM_VIEW_SEND
-from tests.test_bot_harness import harness, png_bytes  # noqa: F401
+from tests.bot_harness import harness, png_bytes  # noqa: F401
 
 MiB = 1024 * 1024
 

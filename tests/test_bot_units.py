@@ -11,7 +11,7 @@ from bot.limits import AttachmentMeta, Refused
 from bot.progress import LatestFrameEditor
 from jobs.settings import Settings
 from bot.votes import Generation, VoteBook
-from tests.test_bot_harness import png_bytes
+from tests.bot_harness import png_bytes
 
 S = Settings()
 

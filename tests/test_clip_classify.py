@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.test_clip_support import tiny_clip
+from tests.clip_support import tiny_clip
 from worker.api import JobError
 from worker.clip.classify import DEFAULT_TEMPLATES, classify, label_embeddings, validate_labels
 

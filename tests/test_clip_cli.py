@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_clip_support import tiny_clip, tiny_clip_dir
+from tests.clip_support import tiny_clip, tiny_clip_dir
 from worker.api import JobError
 from worker.cli import build_parser
 from worker.clip.cli import classify_main

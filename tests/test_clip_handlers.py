@@ -10,7 +10,7 @@ import redis
 from PIL import Image
 
 from jobs.schemas import ClassifyJob, FindJob, GalleryItem, IndexJob
-from tests.test_clip_support import tiny_clip
+from tests.clip_support import tiny_clip
 from worker.api import JobError
 from worker.clip.handlers import ClipHandlers
 from worker.setup import WorkerSetup

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import worker.clip.model as model_mod
-from tests.test_clip_support import tiny_clip, tiny_clip_dir
+from tests.clip_support import tiny_clip, tiny_clip_dir
 from worker.clip.model import ClipLoadError, load_clip
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from jobs.schemas import FindJob, GalleryItem, IndexJob
-from tests.test_clip_support import SHIPPED_CLIP, shipped_clip_available
+from tests.clip_support import SHIPPED_CLIP, shipped_clip_available
 from worker.clip.classify import classify
 from worker.clip.handlers import ClipHandlers
 from worker.setup import WorkerSetup
@@ -58,7 +58,7 @@ def shipped():
 
 
 def test_engine_embeddings_match_the_training_evaluation_path(shipped):
-    """The engine's loading and preprocessing agree with how the training room evaluated the model."""
+    """The engine's loading and preprocessing agree with how training evaluated the model (worker/training/evaluate.py)."""
     from worker.training.evaluate import image_embeddings, load_clip, text_embeddings
 
     model, processor = load_clip(SHIPPED_CLIP)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.factories import make_clip_dir, make_vqgan_files
-from tests.test_imagine_support import _one_thread, png_bytes, tiny_config, tiny_models  # noqa: F401
+from tests.imagine_support import _one_thread, png_bytes, tiny_config, tiny_models  # noqa: F401
 from worker.api import JobError
 from worker.cli import build_parser
 from worker.imagine.cli import imagine_main, parse_size

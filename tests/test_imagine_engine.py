@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from jobs.schemas import ImagineJob, ImagePrompt
-from tests.test_imagine_support import (  # noqa: F401
+from tests.imagine_support import (  # noqa: F401
     RecordingContext, _one_thread, png_bytes, png_pixels, psnr, tiny_config, tiny_models,
 )
 from worker.api import JobCancelled, JobError

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from tests.factories import TINY_VQGAN_PARAMS, make_vqgan_files
-from tests.test_imagine_support import _one_thread  # noqa: F401
+from tests.imagine_support import _one_thread  # noqa: F401
 from worker.imagine.vqgan import VQGANLoadError, load_checkpoint_state, load_vqgan
 
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from jobs.schemas import Cancelled, Failed, ImagineJob, Progress, Result
-from tests.test_imagine_support import _one_thread, tiny_config, tiny_models  # noqa: F401
+from tests.imagine_support import _one_thread, tiny_config, tiny_models  # noqa: F401
 from worker.imagine.engine import ImagineEngine
 from worker.setup import WorkerSetup
 

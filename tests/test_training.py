@@ -98,7 +98,7 @@ def test_vqgan_reconstruction_psnr(vqgan):
 
 
 def test_vqgan_reconstructs_a_foreign_renderer(vqgan):
-    """Generalisation check, not the issue's bar (that is on shapes-world data): measured ~25.9 dB."""
+    """Generalisation check, not one of the bars in models/README.md (those are on shapes-world data): measured ~25.9 dB."""
     model, params = vqgan
     images = [d[0] for d in foreign.sample(64, FRESH_SEED, size=params["ddconfig"]["resolution"])]
     rec, _ = E.reconstruct(model, images)
@@ -107,7 +107,7 @@ def test_vqgan_reconstructs_a_foreign_renderer(vqgan):
 
 @pytest.fixture(scope="module")
 def imagine_panel():
-    """The issue's imagine panel through the worker's engine at its default size and steps: 16
+    """The imagine panel of models/README.md through the worker's engine at its default size and steps: 16
     "a <colour> <shape>" prompts, each picture judged by its dominant colours and the shipped CLIP."""
     report = E.imagine_report(CLIP_DIR, VQGAN_DIR, seed=FRESH_SEED, log=lambda m: None)
     assert report["prompts"] == 16

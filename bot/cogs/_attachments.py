@@ -13,20 +13,20 @@ def meta(att: discord.Attachment) -> AttachmentMeta:
     return AttachmentMeta(att.filename, att.size, att.content_type, att.width, att.height)
 
 
-def precheck(att: discord.Attachment, s: Settings) -> None:
+def precheck(att: discord.Attachment, settings: Settings) -> None:
     """What Discord reports (type, size, dimensions): raises Refused before any download."""
-    msg = check_attachment_meta(meta(att), s)
-    if msg:
-        raise Refused(msg)
+    problem = check_attachment_meta(meta(att), settings)
+    if problem:
+        raise Refused(problem)
 
 
-async def fetch_image(att: discord.Attachment, s: Settings) -> bytes:
+async def fetch_image(att: discord.Attachment, settings: Settings) -> bytes:
     """Download and verify the bytes really are an acceptable image. Raises Refused."""
     try:
         data = await att.read()
     except discord.HTTPException as e:
         raise Refused(f"I could not download `{att.filename}` ({e.status}); try uploading it again.") from None
-    msg = await asyncio.to_thread(check_image_bytes, att.filename, data, s)
-    if msg:
-        raise Refused(msg)
+    problem = await asyncio.to_thread(check_image_bytes, att.filename, data, settings)
+    if problem:
+        raise Refused(problem)
     return data

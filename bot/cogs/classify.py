@@ -8,47 +8,55 @@ from discord.ext import commands
 from jobs.schemas import ClassifyJob, Event, Failed, Origin, Result
 
 from bot import render
+from bot.app import ClipBot
 from bot.cogs._attachments import fetch_image, precheck
 from bot.jobstore import JobRecord
 from bot.limits import Refused, parse_labels
+from bot.replies import CommandReply
 
 
-def render_result(rec: JobRecord, ev: Event) -> tuple[str, list[discord.Embed]]:
-    if isinstance(ev, Result):
-        scores = [(x["label"], float(x["score"])) for x in ev.data.get("labels", [])]
-        best = max(scores, key=lambda x: x[1])[0] if scores else "?"
-        return f"<@{rec.user}> I think it is **{best}**:\n{render.bar_chart(scores)}", []
-    if isinstance(ev, Failed):
-        return f"<@{rec.user}> classification failed: {ev.reason}", []
-    return f"<@{rec.user}> classification cancelled.", []
+def render_result(record: JobRecord, event: Event) -> tuple[str, list[discord.Embed]]:
+    if isinstance(event, Result):
+        scores = [(entry["label"], float(entry["score"])) for entry in event.data.get("labels", [])]
+        best = max(scores, key=lambda pair: pair[1])[0] if scores else "?"
+        return f"<@{record.user}> I think it is **{best}**:\n{render.bar_chart(scores)}", []
+    if isinstance(event, Failed):
+        return f"<@{record.user}> classification failed: {event.reason}", []
+    return f"<@{record.user}> classification cancelled.", []
 
 
 class Classify(commands.Cog):
-    def __init__(self, bot):
+    def __init__(self, bot: ClipBot):
         self.bot = bot
+
+    async def cog_load(self) -> None:
+        self.bot.dispatcher.register("classify", CommandReply(self.bot, render_result))
+
+    async def cog_unload(self) -> None:
+        self.bot.dispatcher.unregister("classify")
 
     @app_commands.command(name="classify", description="Which of your labels fits this image best?")
     @app_commands.describe(image="The image to classify", labels="Comma-separated labels, e.g. red circle, blue square")
     @app_commands.guild_only()
     async def classify(self, interaction: discord.Interaction, image: discord.Attachment, labels: str) -> None:
-        bot, s = self.bot, self.bot.settings
+        bot, settings = self.bot, self.bot.settings
         try:
             cfg = await bot.admit(interaction, labels)
             label_list = parse_labels(labels)
-            precheck(image, s)
+            precheck(image, settings)
             callback = await interaction.response.defer(thinking=True)
-            data = await fetch_image(image, s)
+            data = await fetch_image(image, settings)
             key = await bot.queue.put_blob(data)
             job = ClassifyJob(user=interaction.user.id, guild=interaction.guild_id, channel=interaction.channel_id,
                               image=key, labels=label_list,
                               origin=Origin(source="discord", interaction_token=interaction.token))
-            pos = await bot.submit(job, cfg, f"classify {image.filename}", interaction,
+            position = await bot.submit(job, cfg, f"classify {image.filename}", interaction,
                                    getattr(callback, "message_id", None))
             await interaction.edit_original_response(
-                content=f"Classifying `{image.filename}` against {len(label_list)} labels… (queue position {pos + 1})")
+                content=f"Classifying `{image.filename}` against {len(label_list)} labels… (queue position {position + 1})")
         except Refused as e:
             await bot.refuse(interaction, str(e))
 
 
-async def setup(bot) -> None:
+async def setup(bot: ClipBot) -> None:
     await bot.add_cog(Classify(bot))

@@ -5,21 +5,23 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.app import ClipBot
 from bot.guild_config import GuildConfig
 
 
-def describe(cfg: GuildConfig, bot) -> str:
-    s = bot.settings
+def describe(cfg: GuildConfig, bot: ClipBot) -> str:
+    settings = bot.settings
     chans = ", ".join(f"<#{c}>" for c in cfg.allowed_channels) or "all channels"
     words = ", ".join(f"`{w}`" for w in cfg.banned_words) or "none"
-    hof = f"<#{cfg.hof_channel}> at {cfg.threshold(s)} 👍" if cfg.hof_channel else "off"
-    up, down = cfg.emojis(s)
-    return (f"**Channels:** {chans}\n**Jobs per member:** {cfg.user_limit(s)}\n**Cooldown:** {cfg.cooldown(s):g} s\n"
+    hof = f"<#{cfg.hof_channel}> at {cfg.threshold(settings)} 👍" if cfg.hof_channel else "off"
+    up, down = cfg.emojis(settings)
+    return (f"**Channels:** {chans}\n**Jobs per member:** {cfg.user_limit(settings)}\n"
+            f"**Cooldown:** {cfg.cooldown(settings):g} s\n"
             f"**Banned words:** {words}\n**Hall of fame:** {hof}\n**Vote reactions:** {up} {down}")
 
 
 class Config(commands.Cog):
-    def __init__(self, bot):
+    def __init__(self, bot: ClipBot):
         self.bot = bot
 
     @app_commands.command(name="config", description="Server settings for clipbot (Manage Server)")
@@ -48,7 +50,7 @@ class Config(commands.Cog):
                      vote_down: app_commands.Range[str, 1, 64] | None = None) -> None:
         store = self.bot.configs
         cfg = await store.get(interaction.guild_id)
-        upd: dict = {}
+        changes: dict = {}
         chans = list(cfg.allowed_channels)
         if clear_channels:
             chans = []
@@ -56,22 +58,22 @@ class Config(commands.Cog):
             chans.append(allow_channel.id)
         if disallow_channel and disallow_channel.id in chans:
             chans.remove(disallow_channel.id)
-        upd["allowed_channels"] = chans
+        changes["allowed_channels"] = chans
         words = [w for w in cfg.banned_words if not (unban_word and w.casefold() == unban_word.strip().casefold())]
         if ban_word and ban_word.strip().casefold() not in {w.casefold() for w in words}:
             words.append(ban_word.strip())
-        upd["banned_words"] = words
+        changes["banned_words"] = words
         for key, value in (("max_jobs", max_jobs), ("cooldown_s", cooldown), ("hof_threshold", hall_of_fame_threshold),
                            ("vote_up", vote_up and vote_up.strip()), ("vote_down", vote_down and vote_down.strip())):
             if value is not None:
-                upd[key] = value
+                changes[key] = value
         if hall_of_fame_channel is not None:
-            upd["hof_channel"] = hall_of_fame_channel.id
-        cfg = GuildConfig.model_validate({**cfg.model_dump(), **upd})
+            changes["hof_channel"] = hall_of_fame_channel.id
+        cfg = GuildConfig.model_validate({**cfg.model_dump(), **changes})
         await store.put(interaction.guild_id, cfg)
         await interaction.response.send_message(describe(cfg, self.bot), ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())
 
 
-async def setup(bot) -> None:
+async def setup(bot: ClipBot) -> None:
     await bot.add_cog(Config(bot))

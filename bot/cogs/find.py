@@ -7,34 +7,42 @@ from discord.ext import commands
 
 from jobs.schemas import MAX_TOP, Event, Failed, FindJob, Origin, Result
 
+from bot.app import ClipBot
 from bot.jobstore import JobRecord
 from bot.limits import Refused, check_query
+from bot.replies import CommandReply
 
 
-def render_result(rec: JobRecord, ev: Event) -> tuple[str, list[discord.Embed]]:
-    if isinstance(ev, Failed):
-        return f"<@{rec.user}> search failed: {ev.reason}", []
-    if not isinstance(ev, Result):
-        return f"<@{rec.user}> search cancelled.", []
-    hits = ev.data.get("hits", [])
-    query = rec.job.query or ""
+def render_result(record: JobRecord, event: Event) -> tuple[str, list[discord.Embed]]:
+    if isinstance(event, Failed):
+        return f"<@{record.user}> search failed: {event.reason}", []
+    if not isinstance(event, Result):
+        return f"<@{record.user}> search cancelled.", []
+    hits = event.data.get("hits", [])
+    query = record.job.query or ""
     if not hits:
-        return f"<@{rec.user}> nothing in this server's gallery yet for **{query}**. Add images with the message menu *Apps → Add to gallery*.", []
+        return f"<@{record.user}> nothing in this server's gallery yet for **{query}**. Add images with the message menu *Apps → Add to gallery*.", []
     embeds = []
     for rank, hit in enumerate(hits[:10], 1):
-        e = discord.Embed(title=f"#{rank} · score {float(hit.get('score', 0)):.3f}", url=hit.get("message_link") or None,
+        embed = discord.Embed(title=f"#{rank} · score {float(hit.get('score', 0)):.3f}", url=hit.get("message_link") or None,
                           description=(hit.get("caption") or "")[:200] or None)
         if hit.get("thumbnail_url"):
-            e.set_thumbnail(url=hit["thumbnail_url"])
+            embed.set_thumbnail(url=hit["thumbnail_url"])
         if hit.get("message_link"):
-            e.add_field(name="original", value=f"[jump to message]({hit['message_link']})")
-        embeds.append(e)
-    return f"<@{rec.user}> best matches for **{query}**:", embeds
+            embed.add_field(name="original", value=f"[jump to message]({hit['message_link']})")
+        embeds.append(embed)
+    return f"<@{record.user}> best matches for **{query}**:", embeds
 
 
 class Find(commands.Cog):
-    def __init__(self, bot):
+    def __init__(self, bot: ClipBot):
         self.bot = bot
+
+    async def cog_load(self) -> None:
+        self.bot.dispatcher.register("find", CommandReply(self.bot, render_result))
+
+    async def cog_unload(self) -> None:
+        self.bot.dispatcher.unregister("find")
 
     @app_commands.command(name="find", description="Search this server's gallery by description")
     @app_commands.describe(query="What to look for, e.g. a red star", top="How many results (1-10)")
@@ -44,17 +52,17 @@ class Find(commands.Cog):
         bot = self.bot
         try:
             cfg = await bot.admit(interaction, query)
-            msg = check_query(query)
-            if msg:
-                raise Refused(msg)
+            problem = check_query(query)
+            if problem:
+                raise Refused(problem)
             job = FindJob(user=interaction.user.id, guild=interaction.guild_id, channel=interaction.channel_id,
                           query=query.strip(), top=top, origin=Origin(source="discord", interaction_token=interaction.token))
             callback = await interaction.response.defer(thinking=True)
-            pos = await bot.submit(job, cfg, f"find {query[:40]}", interaction, getattr(callback, "message_id", None))
-            await interaction.edit_original_response(content=f"Searching the gallery for **{query}**… (queue position {pos + 1})")
+            position = await bot.submit(job, cfg, f"find {query[:40]}", interaction, getattr(callback, "message_id", None))
+            await interaction.edit_original_response(content=f"Searching the gallery for **{query}**… (queue position {position + 1})")
         except Refused as e:
             await bot.refuse(interaction, str(e))
 
 
-async def setup(bot) -> None:
+async def setup(bot: ClipBot) -> None:
     await bot.add_cog(Find(bot))

@@ -7,34 +7,39 @@ from discord.ext import commands
 
 from jobs.schemas import Event, Failed, GalleryItem, IndexJob, Origin, Result
 
+from bot.app import ClipBot
 from bot.cogs._attachments import fetch_image, precheck
 from bot.jobstore import JobRecord
 from bot.limits import Refused
+from bot.replies import CommandReply
 
 
-def render_result(rec: JobRecord, ev: Event) -> tuple[str, list[discord.Embed]]:
-    if isinstance(ev, Result):
-        n = ev.data.get("added", len(rec.job.add))
-        return f"Added {n} image(s) to this server's gallery: try `/find`.", []
-    if isinstance(ev, Failed):
-        return f"Adding to the gallery failed: {ev.reason}", []
+def render_result(record: JobRecord, event: Event) -> tuple[str, list[discord.Embed]]:
+    if isinstance(event, Result):
+        added = event.data.get("added", len(record.job.add))
+        return f"Added {added} image(s) to this server's gallery: try `/find`.", []
+    if isinstance(event, Failed):
+        return f"Adding to the gallery failed: {event.reason}", []
     return "Adding to the gallery was cancelled.", []
 
 
 class Gallery(commands.Cog):
-    def __init__(self, bot):
+    def __init__(self, bot: ClipBot):
         self.bot = bot
         self.menu = app_commands.ContextMenu(name="Add to gallery", callback=self.add_to_gallery)
         self.menu.guild_only = True
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.menu)
+        # the result is private: it can only edit the deferred answer while the token lives
+        self.bot.dispatcher.register("index", CommandReply(self.bot, render_result, ephemeral=True))
 
     async def cog_unload(self) -> None:
+        self.bot.dispatcher.unregister("index")
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
     async def add_to_gallery(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        bot, s = self.bot, self.bot.settings
+        bot, settings = self.bot, self.bot.settings
         try:
             cfg = await bot.admit(interaction, message.content or "", cooldown=False)
             images = [a for a in message.attachments if (a.content_type or "").startswith("image/")
@@ -42,11 +47,11 @@ class Gallery(commands.Cog):
             if not images:
                 raise Refused("That message has no image attachments to add.")
             for att in images:
-                precheck(att, s)
+                precheck(att, settings)
             callback = await interaction.response.defer(ephemeral=True, thinking=True)
             items = []
             for i, att in enumerate(images):
-                data = await fetch_image(att, s)
+                data = await fetch_image(att, settings)
                 key = await bot.queue.put_blob(data)
                 items.append(GalleryItem(item_id=f"{message.id}:{i}", image=key, message_link=message.jump_url,
                                          author=message.author.id, caption=(message.content or None) and message.content[:2000],
@@ -60,5 +65,5 @@ class Gallery(commands.Cog):
             await bot.refuse(interaction, str(e))
 
 
-async def setup(bot) -> None:
+async def setup(bot: ClipBot) -> None:
     await bot.add_cog(Gallery(bot))

@@ -5,9 +5,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.app import ClipBot
+
 
 class QueueCog(commands.Cog):
-    def __init__(self, bot):
+    def __init__(self, bot: ClipBot):
         self.bot = bot
 
     @app_commands.command(name="queue", description="Your queued and running jobs, and the workers online")
@@ -16,15 +18,16 @@ class QueueCog(commands.Cog):
         jobs = await bot.queue.user_jobs(interaction.user.id)
         workers = await bot.queue.workers()
         lines = []
-        for st in jobs:
-            rec = await bot.records.get(st.id)
-            label = rec.label if rec else st.kind
-            where = f"position {st.position + 1}" if st.state == "queued" and st.position is not None else st.state
-            if st.state == "running" and st.worker:
-                where = f"running on `{st.worker}`"
-            lines.append(f"`{st.id[:12]}` {label} — {where}")
+        for status in jobs:
+            record = await bot.records.get(status.id)
+            label = record.label if record else status.kind
+            where = (f"position {status.position + 1}" if status.state == "queued" and status.position is not None
+                     else status.state)
+            if status.state == "running" and status.worker:
+                where = f"running on `{status.worker}`"
+            lines.append(f"`{status.id[:12]}` {label} — {where}")
         body = "\n".join(lines) if lines else "You have no queued or running jobs."
-        busy = sum(1 for w in workers if w.current)
+        busy = sum(1 for worker in workers if worker.current)
         body += f"\n\nWorkers online: **{len(workers)}** ({busy} busy)."
         await interaction.response.send_message(body, ephemeral=True)
 
@@ -40,21 +43,23 @@ class QueueCog(commands.Cog):
                 return
             job_id = mine[-1].id
         elif len(job_id) < 32:  # a prefix as shown by /queue
-            mine = [st.id for st in await bot.queue.user_jobs(interaction.user.id) if st.id.startswith(job_id)]
+            mine = [status.id for status in await bot.queue.user_jobs(interaction.user.id)
+                    if status.id.startswith(job_id)]
             if len(mine) == 1:
                 job_id = mine[0]
-        msg = await bot.cancel_job(job_id, interaction.user, interaction.permissions)
-        await interaction.response.send_message(msg, ephemeral=True)
+        answer = await bot.cancel_job(job_id, interaction.user, interaction.permissions)
+        await interaction.response.send_message(answer, ephemeral=True)
 
     @cancel.autocomplete("job")
     async def _jobs(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        out = []
-        for st in await self.bot.queue.user_jobs(interaction.user.id):
-            if st.id.startswith(current):
-                rec = await self.bot.records.get(st.id)
-                out.append(app_commands.Choice(name=f"{st.id[:12]} {rec.label if rec else st.kind}"[:100], value=st.id))
-        return out[:25]
+        choices = []
+        for status in await self.bot.queue.user_jobs(interaction.user.id):
+            if status.id.startswith(current):
+                record = await self.bot.records.get(status.id)
+                name = f"{status.id[:12]} {record.label if record else status.kind}"[:100]
+                choices.append(app_commands.Choice(name=name, value=status.id))
+        return choices[:25]
 
 
-async def setup(bot) -> None:
+async def setup(bot: ClipBot) -> None:
     await bot.add_cog(QueueCog(bot))

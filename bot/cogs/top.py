@@ -7,28 +7,30 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.app import ClipBot
+
 
 class Top(commands.Cog):
-    def __init__(self, bot):
+    def __init__(self, bot: ClipBot):
         self.bot = bot
 
     @app_commands.command(name="top", description="This server's most-voted generations")
     @app_commands.describe(period="Time window (default: all time)")
     @app_commands.guild_only()
     async def top(self, interaction: discord.Interaction, period: Literal["day", "week", "month", "all"] = "all") -> None:
-        gens = await self.bot.votes.top(interaction.guild_id, period, n=10)
+        generations = await self.bot.votes.top(interaction.guild_id, period, n=10)
         title = {"day": "today", "week": "this week", "month": "this month", "all": "of all time"}[period]
-        if not gens:
+        if not generations:
             await interaction.response.send_message(f"No votes on generations {title} yet: react to one with 👍!",
                                                     ephemeral=True)
             return
-        lines = [f"**{i}.** [{g.prompt[:80]}]({g.link}) by <@{g.user}> — **{g.score:+d}** ({g.up}👍 {g.down}👎)"
-                 for i, g in enumerate(gens, 1)]
+        lines = [f"**{rank}.** [{gen.prompt[:80]}]({gen.link}) by <@{gen.user}> — **{gen.score:+d}** "
+                 f"({gen.up}👍 {gen.down}👎)" for rank, gen in enumerate(generations, 1)]
         embed = discord.Embed(title=f"Top generations {title}", description="\n".join(lines))
-        if gens[0].image_url:
-            embed.set_thumbnail(url=gens[0].image_url)
+        if generations[0].image_url:
+            embed.set_thumbnail(url=generations[0].image_url)
         await interaction.response.send_message(embed=embed, allowed_mentions=discord.AllowedMentions.none())
 
 
-async def setup(bot) -> None:
+async def setup(bot: ClipBot) -> None:
     await bot.add_cog(Top(bot))

@@ -7,11 +7,13 @@ import logging
 import discord
 from discord.ext import commands
 
+from bot.app import ClipBot
+
 log = logging.getLogger(__name__)
 
 
 class Votes(commands.Cog):
-    def __init__(self, bot):
+    def __init__(self, bot: ClipBot):
         self.bot = bot
         # discord.py runs each event handler as its own task; taking a FIFO lock before the first
         # await applies reactions in gateway order (an un-react then re-react stays in that order).
@@ -35,28 +37,29 @@ class Votes(commands.Cog):
             name = str(payload.emoji)
             if name not in (up, down):
                 return
-            res = await bot.votes.vote(payload.message_id, payload.guild_id, payload.user_id, up=name == up, add=add)
-            if res is None or not res.changed or not add or name != up:
+            tally = await bot.votes.vote(payload.message_id, payload.guild_id, payload.user_id, up=name == up, add=add)
+            if tally is None or not tally.changed or not add or name != up:
                 return
-            famous = (cfg.hof_channel and res.up >= cfg.threshold(bot.settings)
-                      and await bot.votes.claim_hall_of_fame(res.job_id))
+            famous = (cfg.hof_channel and tally.up >= cfg.threshold(bot.settings)
+                      and await bot.votes.claim_hall_of_fame(tally.job_id))
         if famous:
-            await self._hall_of_fame(res.job_id, cfg.hof_channel)
+            await self._hall_of_fame(tally.job_id, cfg.hof_channel)
 
     async def _hall_of_fame(self, job_id: str, channel_id: int) -> None:
-        g = await self.bot.votes.get(job_id)
-        if g is None:
+        gen = await self.bot.votes.get(job_id)
+        if gen is None:
             return
-        embed = discord.Embed(title="🏆 Hall of fame", description=f"**{g.prompt}** by <@{g.user}>\n[original]({g.link})")
-        embed.add_field(name="votes", value=f"{g.up}👍 {g.down}👎")
-        if g.image_url:
-            embed.set_image(url=g.image_url)
+        embed = discord.Embed(title="🏆 Hall of fame",
+                              description=f"**{gen.prompt}** by <@{gen.user}>\n[original]({gen.link})")
+        embed.add_field(name="votes", value=f"{gen.up}👍 {gen.down}👎")
+        if gen.image_url:
+            embed.set_image(url=gen.image_url)
         try:
-            await self.bot.get_partial_messageable(channel_id, guild_id=g.guild).send(
+            await self.bot.get_partial_messageable(channel_id, guild_id=gen.guild).send(
                 embed=embed, allowed_mentions=discord.AllowedMentions.none())
         except discord.HTTPException:
             log.warning("hall of fame post for %s failed", job_id, exc_info=True)
 
 
-async def setup(bot) -> None:
+async def setup(bot: ClipBot) -> None:
     await bot.add_cog(Votes(bot))

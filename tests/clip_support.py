@@ -1,4 +1,4 @@
-"""Shared helpers for the CLIP engine's tests (no tests here).
+"""Shared set-up for the CLIP engine's tests (no tests here).
 
 Making the tiny CLIP trains a tokenizer (~5 s on 2 cores), so it is made once per test process
 and shared by every test_clip* / test_gallery* / test_find* module.

@@ -1,6 +1,8 @@
-"""Shared set-up for the bot tests: a real Redis, the fake Discord, the real bot, a worker.
+"""Shared set-up for the bot tests (no tests here): a real Redis, the fake Discord, the real bot, a worker.
 
-(Named test_bot_*.py to live in the bot's room; it holds fixtures and helpers, no tests.)
+`Harness` starts, stops and restarts the real `ClipBot` against a `FakeDiscord`; the `harness`
+fixture gives one per test (import it into the test module); `ScriptedWorker` serves jobs on the
+real transport with timing the test controls; `png_bytes` makes a small real PNG.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared helpers for the imagine tests (no tests here): tiny real models and a recording JobContext."""
+"""Shared set-up for the imagine tests (no tests here): tiny real models and a recording JobContext."""
 from __future__ import annotations
 
 import io

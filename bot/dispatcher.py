@@ -1,0 +1,157 @@
+"""Events -> renderers: the loop that reads the events stream and hands each event to its job's kind.
+
+One consumer loop reads the events stream through the bot's consumer group (`EventReader`), so
+results produced while the bot was down are rendered when it comes back, and each (job, seq) is
+applied once. Events are handed to one small task per job: a job's events stay in order while a
+slow Discord call for one job (a 429 sleep, a 5xx retry) never holds up the others. A Discord 5xx
+is retried a few times; any other failure is logged and the event acked, so one bad event never
+blocks the stream.
+
+What an event *looks like* in Discord is not decided here: each cog registers a `Renderer` for
+the job kind it queues (`dispatcher.register("classify", ...)` in its `cog_load`). This module
+knows no cog, no message layout and not the bot class.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+
+import discord
+
+from jobs.schemas import Event, FINAL_EVENTS
+from jobs.events import EventEntry, EventReader
+
+from bot.jobstore import JobRecord, JobStore
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 5  # tries per event when Discord answers 5xx (after discord.py's own retries)
+IDLE_LIMIT_S = 600  # a job quiet this long loses its task; its next event starts a new one
+
+
+class Renderer(ABC):
+    """How one job kind's events become Discord messages. Subclasses implement `render`; the
+    other two hooks are for renderers that keep per-job state (a throttled editor, a lock)."""
+
+    @abstractmethod
+    async def render(self, job_id: str, record: JobRecord, event: Event) -> None:
+        """Show one event of the job; raising discord.DiscordServerError makes the dispatcher retry it."""
+
+    async def forget(self, job_id: str) -> None:
+        """The job's task ended (final event or long silence): drop what is kept for it."""
+
+    async def close(self) -> None:
+        """The bot is stopping: finish or drop whatever is in flight."""
+
+
+class _JobQueue:
+    """One job's pending events and the task that renders them in order."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[EventEntry] = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+
+
+class EventDispatcher:
+    def __init__(self, reader: EventReader, records: JobStore, wait_until_ready: Callable[[], Awaitable[None]]):
+        self.reader = reader
+        self.records = records
+        self._wait_until_ready = wait_until_ready
+        self._renderers: dict[str, Renderer] = {}
+        self._jobs: dict[str, _JobQueue] = {}
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ registry
+
+    def register(self, kind: str, renderer: Renderer) -> None:
+        """Route the events of jobs of this kind to `renderer` (one per kind; a cog calls this at load)."""
+        if kind in self._renderers:
+            raise ValueError(f"a renderer for {kind!r} jobs is already registered")
+        self._renderers[kind] = renderer
+
+    def unregister(self, kind: str) -> None:
+        self._renderers.pop(kind, None)
+
+    # ------------------------------------------------------------------ loop
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._consume(), name="clipbot-events")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [job.task for job in self._jobs.values() if job.task] + ([self._task] if self._task else [])
+        for task in tasks:
+            task.cancel()
+        if tasks:  # bounded: redis-py may swallow a CancelledError mid-command; the flag ends the loop
+            await asyncio.wait(tasks, timeout=5)
+        for renderer in self._renderers.values():
+            await renderer.close()
+
+    async def _consume(self) -> None:
+        await self._wait_until_ready()
+        while not self._stopping:
+            try:
+                batch = await self.reader.read(count=100, block_ms=1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading events failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            for entry in batch:
+                self._job_queue(entry.event.job_id).inbox.put_nowait(entry)
+
+    def _job_queue(self, job_id: str) -> _JobQueue:
+        job = self._jobs.get(job_id)
+        if job is None:
+            job = self._jobs[job_id] = _JobQueue()
+        if job.task is None or job.task.done():
+            job.task = asyncio.create_task(self._run_job(job_id, job), name=f"clipbot-job-{job_id}")
+        return job
+
+    async def _run_job(self, job_id: str, job: _JobQueue) -> None:
+        idle_s = 0
+        while not self._stopping:  # the flag as well as cancel(): redis-py can swallow a CancelledError
+            try:
+                entry = await asyncio.wait_for(job.inbox.get(), timeout=1.0)
+            except asyncio.TimeoutError:
+                idle_s += 1
+                if idle_s >= IDLE_LIMIT_S:
+                    break
+                continue
+            idle_s = 0
+            final = isinstance(entry.event, FINAL_EVENTS)
+            await self._apply(job_id, entry)
+            if final:
+                break
+        if job.inbox.empty():
+            self._jobs.pop(job_id, None)
+            for renderer in self._renderers.values():
+                await renderer.forget(job_id)
+
+    async def _apply(self, job_id: str, entry: EventEntry) -> None:
+        for attempt in range(ATTEMPTS):
+            try:
+                await self.reader.apply_once(entry, functools.partial(self._render, job_id))
+                return
+            except asyncio.CancelledError:
+                raise
+            except discord.DiscordServerError:  # discord.py already retried; try again a little later
+                log.warning("Discord 5xx while rendering %s (attempt %d)", job_id, attempt + 1)
+                await asyncio.sleep(2.0 * (attempt + 1))
+            except Exception:
+                log.exception("rendering event %s of job %s failed", entry.event.seq, job_id)
+                break
+        await self.reader.ack(entry)  # settled: a poison event must not block the stream forever
+
+    async def _render(self, job_id: str, event: Event) -> None:
+        record = await self.records.get(job_id)
+        if record is None:  # not ours (CLI, bench) or expired
+            return
+        renderer = self._renderers.get(record.kind)
+        if renderer is not None:
+            await renderer.render(job_id, record, event)

@@ -1,0 +1,234 @@
+"""A generation's one channel message: posted when queued, edited with previews, ending as the result.
+
+The message is sent with the bot token (interaction tokens die after 15 minutes). Previews go
+through a `LatestFrameEditor` per job (one edit per interval, newest frame only). The final event
+is rendered (`_final_post`), posted (`_post`: edit the message, or send a new one if it was
+deleted; without the GIF if the server's upload limit refuses both files) and, for a result,
+followed up (`_follow_up`: vote reactions, the vote register, the gallery index job). A deleted
+channel or a missing permission is logged and settles the job.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import logging
+import time
+from dataclasses import dataclass
+
+import discord
+
+from jobs.schemas import Event, Failed, FINAL_EVENTS, GalleryItem, IndexJob, Origin, Progress, Result, Started
+from jobs.client import cancel_by
+
+from bot import render
+from bot.app import ClipBot
+from bot.dispatcher import Renderer
+from bot.imagine.buttons import final_view, progress_view
+from bot.jobstore import JobRecord
+from bot.progress import LatestFrameEditor
+from bot.votes import Generation
+
+log = logging.getLogger(__name__)
+
+GONE = (discord.NotFound, discord.Forbidden)
+GIF_TOO_LARGE = "\n(the timelapse GIF was too large for this server's upload limit)"
+
+
+@dataclass
+class Frame:
+    """One progress edit: the status line and, if any, the blob key of the preview image."""
+    status: str
+    preview: str | None = None
+
+
+@dataclass
+class FinalPost:
+    """What the generation's message becomes at the end."""
+    content: str
+    files: list[discord.File]
+    view: discord.ui.View | None = None
+
+
+class ImagineMessages(Renderer):
+    def __init__(self, bot: ClipBot):
+        self.bot = bot
+        self._editors: dict[str, LatestFrameEditor] = {}
+        self._message_locks: dict[str, asyncio.Lock] = {}  # job id -> guards creating its one message
+
+    # ------------------------------------------------------------------ Renderer
+
+    async def render(self, job_id: str, record: JobRecord, event: Event) -> None:
+        if isinstance(event, Started):
+            self._editor(job_id).offer(Frame("⏳ generating…"))
+        elif isinstance(event, Progress):
+            self._editor(job_id).offer(Frame(render.progress_bar(event.step, event.total), event.preview))
+        elif isinstance(event, FINAL_EVENTS):
+            editor = self._editors.get(job_id)
+            if editor is not None:
+                await editor.close()  # drop frames older than the result; wait for an edit in flight
+                await editor.wait_turn()
+            try:
+                await self._final(job_id, record, event)
+            finally:
+                if editor is not None:
+                    editor.mark_edited()
+
+    async def forget(self, job_id: str) -> None:
+        self._message_locks.pop(job_id, None)
+        editor = self._editors.pop(job_id, None)
+        if editor is not None:
+            await editor.close()
+
+    async def close(self) -> None:
+        for editor in list(self._editors.values()):
+            await editor.close()
+
+    # ------------------------------------------------------------------ progress
+
+    async def ensure_progress_message(self, job_id: str, status: str) -> JobRecord | None:
+        """The one channel message (bot token) that shows this generation; created once."""
+        lock = self._message_locks.setdefault(job_id, asyncio.Lock())
+        async with lock:
+            record = await self.bot.records.get(job_id)
+            if record is None or record.message_id is not None or record.channel is None or record.delivered:
+                return record
+            job = record.job
+            channel = self.bot.get_partial_messageable(record.channel, guild_id=record.guild)
+            msg = await channel.send(render.imagine_caption(job.prompt, record.user, seed=job.seed, status=status),
+                                     view=progress_view(job_id), allowed_mentions=discord.AllowedMentions.none())
+            return await self.bot.records.update(job_id, message_id=msg.id)
+
+    def _editor(self, job_id: str) -> LatestFrameEditor:
+        editor = self._editors.get(job_id)
+        if editor is None:
+            editor = self._editors[job_id] = LatestFrameEditor(self.bot.settings.edit_interval_s,
+                                                               functools.partial(self._edit_progress, job_id))
+        return editor
+
+    async def _edit_progress(self, job_id: str, frame: Frame) -> None:
+        record = await self.bot.records.get(job_id)
+        if record is None or record.delivered:
+            return
+        if record.message_id is None:
+            record = await self.ensure_progress_message(job_id, frame.status)
+            if record is None or record.message_id is None:
+                return
+        job = record.job
+        content = render.imagine_caption(job.prompt, record.user, seed=job.seed, status=frame.status)
+        changes: dict = {"content": content}
+        if frame.preview:
+            png = await self.bot.queue.get_blob(frame.preview)
+            if png:
+                changes["attachments"] = [discord.File(io.BytesIO(png), filename="preview.png")]
+        channel = self.bot.get_partial_messageable(record.channel, guild_id=record.guild)
+        try:
+            await channel.get_partial_message(record.message_id).edit(**changes)
+        except discord.NotFound:  # someone deleted the progress message: the result gets a new one
+            log.info("progress message of %s is gone", job_id)
+            await self.bot.records.update(job_id, message_id=None)
+            raise
+
+    # ------------------------------------------------------------------ the end: render, post, follow up
+
+    async def _final(self, job_id: str, record: JobRecord, event: Event) -> None:
+        post = await self._final_post(job_id, record, event)
+        msg = await self._post(job_id, record, post)
+        if msg is not None and isinstance(event, Result):
+            await self._follow_up(job_id, record, event, msg)
+
+    async def _final_post(self, job_id: str, record: JobRecord, event: Event) -> FinalPost:
+        job = record.job
+        if isinstance(event, Result):
+            data = event.data
+            size = data.get("size") or (f"{data['width']}x{data['height']}" if "width" in data else None)
+            score = data.get("clip_score")
+            status = "✅ done" + (f" · CLIP score {score:.3f}" if isinstance(score, (int, float)) else "")
+            content = render.imagine_caption(job.prompt, record.user, seed=data.get("seed", job.seed),
+                                             steps=data.get("steps", job.steps), size=size, status=status)
+            files = []
+            for blob, filename in (("png", "imagine.png"), ("gif", "timelapse.gif")):
+                key = event.blobs.get(blob)
+                payload = await self.bot.queue.get_blob(key) if key else None
+                if payload:
+                    files.append(discord.File(io.BytesIO(payload), filename=filename))
+            return FinalPost(content, files, final_view(job_id))
+        if isinstance(event, Failed):
+            status = f"❌ failed: {event.reason}"
+        else:
+            # the cancel flag holds the id as text; the event's number can be rounded by Redis' Lua (a double)
+            by_id = cancel_by(await self.bot.queue.cancel_flag(job_id)) or getattr(event, "by", None)
+            status = "🛑 cancelled" + (f" by <@{by_id}>" if by_id else "")
+        return FinalPost(render.imagine_caption(job.prompt, record.user, seed=job.seed, status=status), [])
+
+    async def _post(self, job_id: str, record: JobRecord, post: FinalPost) -> discord.Message | None:
+        """Edit the generation's message into `post`, or send it anew; None when the channel refuses it."""
+        channel = self.bot.get_partial_messageable(record.channel, guild_id=record.guild)
+        msg: discord.Message | None = None
+        if record.message_id is not None:
+            message = channel.get_partial_message(record.message_id)
+            try:
+                msg = await message.edit(attachments=post.files, view=post.view or None, content=post.content,
+                                         allowed_mentions=discord.AllowedMentions.none())
+            except discord.NotFound:
+                msg = None  # the progress message was deleted: post a fresh one below
+            except discord.Forbidden:
+                log.warning("no permission to edit the message of %s; giving up", job_id)
+                await self.bot.records.update(job_id, delivered=True)
+                return None
+            except discord.HTTPException as e:
+                if e.status != 413 or len(post.files) < 2:
+                    raise
+                msg = await self._edit_without_gif(job_id, message, post)
+        if msg is None:
+            for file in post.files:
+                file.reset()
+            try:
+                msg = await channel.send(files=post.files, view=post.view or discord.utils.MISSING,
+                                         content=post.content, allowed_mentions=discord.AllowedMentions.none())
+            except GONE:
+                log.warning("channel %s of job %s is gone or forbidden; result not posted", record.channel, job_id)
+                await self.bot.records.update(job_id, delivered=True)
+                return None
+        await self.bot.records.update(job_id, delivered=True, message_id=msg.id)
+        return msg
+
+    async def _edit_without_gif(self, job_id: str, message: discord.PartialMessage,
+                                post: FinalPost) -> discord.Message:
+        """The server's upload limit is below PNG + GIF (413): keep the image, drop the timelapse."""
+        log.info("result of %s too large for this server; posting without the GIF", job_id)
+        post.files = post.files[:1]
+        post.files[0].reset()
+        post.content += GIF_TOO_LARGE
+        return await message.edit(attachments=post.files, view=post.view or None, content=post.content,
+                                  allowed_mentions=discord.AllowedMentions.none())
+
+    async def _follow_up(self, job_id: str, record: JobRecord, event: Result, msg: discord.Message) -> None:
+        """Invite votes, register the generation for them and index it for /find."""
+        cfg = await self.bot.configs.get(record.guild)
+        for emoji in cfg.emojis(self.bot.settings):
+            try:
+                await msg.add_reaction(emoji)
+            except discord.HTTPException:
+                log.info("could not add reaction %s to %s", emoji, msg.id)
+        if record.guild is None:
+            return
+        image_url = msg.attachments[0].url if msg.attachments else ""
+        await self.bot.votes.register(Generation(job_id=job_id, guild=record.guild, channel=record.channel or 0,
+                                                 message_id=msg.id, user=record.user, prompt=record.job.prompt,
+                                                 created=time.time(), image_url=image_url))
+        await self._add_to_gallery(job_id, record, event, msg, image_url)
+
+    async def _add_to_gallery(self, job_id: str, record: JobRecord, event: Result, msg: discord.Message,
+                              image_url: str) -> None:
+        key = event.blobs.get("png")
+        if not key:
+            return
+        item = GalleryItem(item_id=f"{msg.id}:0", image=key, author=record.user, caption=record.job.prompt[:2000],
+                           message_link=f"https://discord.com/channels/{record.guild}/{record.channel}/{msg.id}",
+                           thumbnail_url=image_url or None)
+        index = IndexJob(user=0, guild=record.guild, channel=record.channel, add=[item],
+                         origin=Origin(source="discord"))
+        submitted = await self.bot.queue.submit(index, user_limit=1_000_000)  # the bot's own job: no user cap
+        if not submitted.accepted:
+            log.warning("gallery index for %s refused: %s", job_id, submitted.reason)
