@@ -1,4 +1,4 @@
-"""Events -> renderers: the loop that reads the events stream and hands each event to its job's kind.
+"""Events -> renderers: reads the events stream and hands each event to the renderer of its job's kind.
 
 One consumer loop reads the events stream through the bot's consumer group (`EventReader`), so
 results produced while the bot was down are rendered when it comes back, and each (job, seq) is
