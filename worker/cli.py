@@ -25,6 +25,8 @@ SUBCOMMANDS = {
              "find the images in a folder that best match a text query"),
     "imagine": ("worker.imagine.cli", "add_imagine_arguments", "imagine_main",
                 "generate an image from a prompt with VQGAN+CLIP"),
+    "doctor": ("worker.doctor", "add_doctor_arguments", "doctor_main",
+               "check Redis, the workers online, the GPU and the models, with fixes; exit 1 if broken"),
 }
 
 
@@ -46,7 +48,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         description="clipbot worker: run CLIP and VQGAN+CLIP jobs locally, or (no subcommand) serve the Redis queue.",
     )
     _common(parser, suppress=False)
-    sub = parser.add_subparsers(dest="command", metavar="{classify,find,imagine}")
+    sub = parser.add_subparsers(dest="command", metavar="{classify,find,imagine,doctor}")
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
     for name, (mod_name, add_fn, main_fn, help_) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
@@ -152,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command is None:
         return run_queue_worker(args, settings)
+    if args.command == "doctor":  # checks the set-up, runs no job: no runner
+        return args._main(args, settings)
     try:
         rc = args._main(args, make_runner(args, settings))
     except JobError as e:
