@@ -5,7 +5,8 @@ aiohttp traceback, and a container restart loop is no retry policy. So before ea
 token is tried with one plain `GET /users/@me` (the call discord.py's login makes first): a
 network failure or a Discord 5xx is said once, in one line, and retried with a doubling wait
 (`CLIPBOT_DISCORD_RETRY_MIN_S` .. `CLIPBOT_DISCORD_RETRY_MAX_S`); a 401 raises
-`discord.LoginFailure` at once, as before. Once running, discord.py reconnects by itself.
+`discord.LoginFailure` at once, as before. Once running, discord.py reconnects by itself, but
+logs every attempt with a full traceback; `ReconnectLog` keeps one line per outage of those.
 """
 from __future__ import annotations
 
@@ -53,6 +54,33 @@ async def check_token(token: str, timeout_s: float = 15.0) -> dict:
             return await resp.json(content_type=None)
 
 
+class ReconnectLog(logging.Filter):
+    """On discord.client: the first "Attempting a reconnect" of an outage becomes one line without
+    a traceback, the next ones are dropped; `connected()` ends the outage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Attempting a reconnect"):
+            return True
+        self.failures += 1
+        if self.failures > 1:
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        record.msg = "lost the connection to Discord (%s); reconnecting with backoff, quiet until it is back"
+        record.args = (describe(exc) if exc is not None else "no reason given",)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+    async def connected(self, *_) -> None:
+        if self.failures:
+            log.info("connected to Discord again after %d failed reconnect attempts", self.failures)
+        self.failures = 0
+
+
 class Backoff:
     def __init__(self, first_s: float, most_s: float):
         self.first_s, self.most_s, self.tries = first_s, most_s, 0
@@ -74,6 +102,7 @@ class Connector:
         self._stop = asyncio.Event()
         self._down_since: float | None = None
         self._failures = 0
+        self.reconnect_log = ReconnectLog()
 
     def stop(self) -> None:
         self._stop.set()
@@ -113,6 +142,9 @@ class Connector:
                 continue
             self._reached()
             self.bot = self.make_bot()
+            self.bot.add_listener(self.reconnect_log.connected, "on_connect")
+            discord_log = logging.getLogger("discord.client")
+            discord_log.addFilter(self.reconnect_log)
             try:
                 async with self.bot:
                     await self.bot.start(self.token)
@@ -122,4 +154,5 @@ class Connector:
                 self._failed(e, delay)
                 await self._sleep(delay)
             finally:
+                discord_log.removeFilter(self.reconnect_log)
                 self.bot = None

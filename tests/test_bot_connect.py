@@ -56,6 +56,29 @@ async def test_bot_retries_until_discord_comes_up(redis_server, tmp_path):
             await fake.stop()
 
 
+async def test_an_outage_while_running_is_one_line(redis_server, tmp_path):
+    fake = await FakeDiscord().start()
+    port = fake.port
+    log_path = tmp_path / "bot.log"
+    proc = bot_process(port, redis_server.url, log_path)
+    try:
+        await fake.wait_ready(timeout=30)
+        await wait_log(log_path, lambda t: "registered" in t and "commands" in t, proc)
+        await fake.stop()  # the gateway and REST go away: discord.py reconnects by itself
+        await wait_log(log_path, lambda t: "lost the connection to Discord" in t, proc)
+        fake = await FakeDiscord().start(port=port)
+        await fake.wait_for(lambda: fake.identifies, timeout=30)
+        text = await wait_log(log_path, lambda t: "connected to Discord again" in t, proc)
+        lost = [ln for ln in text.splitlines() if "lost the connection to Discord" in ln]
+        assert len(lost) == 1 and "cannot connect to 127.0.0.1" in lost[0], lost
+        assert "Attempting a reconnect" not in text and "Traceback" not in text
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 20)
+        await fake.stop()
+
+
 async def test_rejected_token_exits_non_zero(redis_server, tmp_path):
     fake = await FakeDiscord().start()
     fake.token = "the-right-one"

@@ -77,9 +77,12 @@ class ProgressBar:
             print(f"{self.label}: retrying on {ev.worker} (attempt {ev.attempt})", file=sys.stderr)
         elif ev.type == "progress":
             if self.bar is None:
-                self.bar = tqdm(total=ev.total, desc=self.label, file=sys.stderr, unit="step", leave=False)
+                # the bar starts with the work: the steps already done count as its start, not as
+                # done in the instant between creating it and drawing it (a rate of millions/s)
+                self.bar = tqdm(total=ev.total, initial=ev.step, desc=self.label, file=sys.stderr, unit="step",
+                                leave=False)
             self.bar.total = ev.total
-            self.bar.n = ev.step
+            self.bar.update(ev.step - self.bar.n)
             if ev.loss is not None:
                 self.bar.set_postfix(loss=f"{ev.loss:.4f}", refresh=False)
             self.bar.refresh()
