@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return doctor_main(argv[1:])
     if argv:
-        print("usage: python -m bot [invite | doctor] (no argument: run the bot)", file=sys.stderr)
-        return 2
+        print("usage: python -m bot [invite | doctor] [--json] (no argument: run the bot)",
+              file=sys.stdout if argv[0] in ("-h", "--help") else sys.stderr)
+        return 0 if argv[0] in ("-h", "--help") else 2
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from jobs.settings import SettingsError, load_settings

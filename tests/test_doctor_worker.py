@@ -78,3 +78,20 @@ async def test_a_lane_nobody_serves_is_named(redis_server):
     assert checks["worker cpu-box"].status == "ok" and "models/clip-shapes" in checks["worker cpu-box"].detail
     assert checks["lane imagine"].status == "fail" and "CLIPBOT_ENGINES" in checks["lane imagine"].fix
     assert not report.ok and report.exit_code() == 1
+
+
+def test_gpu_line_says_what_torch_sees():
+    import torch
+
+    from worker.doctor import check_gpu
+
+    report = Report("t")
+    check_gpu(report, Settings(device="cuda"))
+    if torch.cuda.is_available():
+        assert report.checks[0].status == "ok" and "GiB free" in report.checks[0].detail
+    else:  # asked for CUDA without one: broken, with the reason and the fix
+        (check,) = report.checks
+        assert check.status == "fail" and "CLIPBOT_DEVICE=cuda" in check.detail and "nvidia-smi" in check.fix
+        report = Report("t")
+        check_gpu(report, Settings(device="auto"))
+        assert report.checks[0].status == "warn" and report.ok
