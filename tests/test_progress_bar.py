@@ -18,3 +18,13 @@ def test_first_progress_is_the_start_not_a_burst():
     assert meter["n"] == 30 and meter["n"] - meter["initial"] == 20  # only these count toward the rate
     bar(Result(job_id="j", seq=5, data={}))
     assert bar.bar is None
+
+
+def test_a_retry_starts_a_fresh_bar(capsys):
+    bar = ProgressBar("find")
+    bar(Progress(job_id="j", seq=3, step=40, total=100))
+    bar(Started(job_id="j", seq=4, worker="w2", attempt=2))
+    assert bar.bar is None and "retrying on w2 (attempt 2)" in capsys.readouterr().err
+    bar(Progress(job_id="j", seq=5, step=5, total=100))
+    assert (bar.bar.format_dict["n"], bar.bar.format_dict["initial"]) == (5, 5)
+    bar(Result(job_id="j", seq=6, data={}))

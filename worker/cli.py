@@ -75,6 +75,9 @@ class ProgressBar:
             print(f"{self.label}: queued, {ev.position} job(s) ahead", file=sys.stderr)
         elif ev.type == "started" and getattr(ev, "attempt", 1) > 1:
             print(f"{self.label}: retrying on {ev.worker} (attempt {ev.attempt})", file=sys.stderr)
+            if self.bar is not None:  # the retry starts over: so does its bar and its rate
+                self.bar.close()
+                self.bar = None
         elif ev.type == "progress":
             if self.bar is None:
                 # the bar starts with the work: the steps already done count as its start, not as
