@@ -15,11 +15,25 @@ import sys
 import discord
 
 from bot.app import ClipBot, point_discord_at
+from bot.connect import Connector
 from jobs.queue import queue_from_url
 from jobs.settings import Settings
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "invite":
+        from bot.invite import main as invite_main
+
+        return invite_main(argv[1:])
+    if argv and argv[0] == "doctor":
+        from bot.doctor import main as doctor_main
+
+        return doctor_main(argv[1:])
+    if argv:
+        print("usage: python -m bot [invite | doctor] [--json] (no argument: run the bot)",
+              file=sys.stdout if argv[0] in ("-h", "--help") else sys.stderr)
+        return 0 if argv[0] in ("-h", "--help") else 2
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from jobs.settings import SettingsError, load_settings
@@ -65,12 +79,11 @@ def main() -> int:
 async def run(settings: Settings, redis_url: str) -> None:
     point_discord_at(settings.discord_api_base, settings.discord_gateway_url)
     queue = queue_from_url(redis_url, settings)
-    bot = ClipBot(settings, queue)
+    connector = Connector(lambda: ClipBot(settings, queue), settings.discord_token.strip(), settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # close cleanly so the worker and Redis are stopped too
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
-    async with bot:
-        await bot.start(settings.discord_token.strip())
+        loop.add_signal_handler(sig, connector.stop)
+    await connector.run()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from bot.dispatcher import EventDispatcher
 from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.jobstore import JobStore, record_for
 from bot.limits import Cooldowns, Refused
+from bot.registration import sync_commands
 from jobs.settings import Settings
 from bot.votes import VoteBook
 
@@ -66,7 +67,7 @@ class ClipBot(commands.Bot):
         for ext in COGS:
             await self.load_extension(ext)
         if self.settings.sync_commands:
-            await self.tree.sync()
+            await sync_commands(self.tree, self.settings.dev_guild)
         self.dispatcher.start()
 
     async def close(self) -> None:

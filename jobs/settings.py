@@ -155,9 +155,13 @@ class Settings(BaseSettings):
     hof_threshold: int = Field(5, ge=1, le=10_000, description="Up-votes that repost a generation to the hall-of-fame channel (a server's /config overrides it).")
     vote_up: str = Field("\N{THUMBS UP SIGN}", min_length=1, max_length=64, description="Reaction counted as an up-vote.")
     vote_down: str = Field("\N{THUMBS DOWN SIGN}", min_length=1, max_length=64, description="Reaction counted as a down-vote.")
-    sync_commands: bool = Field(True, description="Bulk-overwrite the global slash commands at start.")
+    sync_commands: bool = Field(True, description="Bulk-overwrite the slash commands at start (globally, or in `CLIPBOT_DEV_GUILD` only).")
     guild_ready_timeout_s: float = Field(2.0, ge=0, le=600, description="How long discord.py waits for guilds after READY.")
     events_consumer: str = Field("bot", min_length=1, max_length=64, description="The bot's consumer name in the events group. Keep it stable across restarts (entries read but not acked are read again); one name per bot process.")
+    application_id: int | None = Field(None, ge=1, validation_alias=AliasChoices("CLIPBOT_APPLICATION_ID", "DISCORD_APPLICATION_ID"), description="The Discord application's id (or `DISCORD_APPLICATION_ID`), for `python -m bot invite`. Unset: read from the token's first segment.")
+    dev_guild: int | None = Field(None, ge=1, description="Server id: register the slash commands in this server only, where they appear at once (testing). Unset: globally, which can take up to an hour to appear.")
+    discord_retry_min_s: float = Field(2.0, gt=0, le=600, description="First wait before retrying when Discord cannot be reached at start; doubles up to `CLIPBOT_DISCORD_RETRY_MAX_S`.")
+    discord_retry_max_s: float = Field(120.0, gt=0, le=3600, description="Longest wait between two attempts to reach Discord.")
 
     @field_validator("engines")
     @classmethod

@@ -8,7 +8,9 @@ menus, button clicks, reactions) and assert on the recorded REST calls.
 What it models, and only that: the routes the bot uses; messages with attachments (served back
 from a fake CDN), edits, deletes and reactions; interaction callbacks, followups and @original;
 application command bulk overwrite (scripted interactions are checked against the registered
-option names); injected failures: 429 with retry_after, 5xx, 404 for deleted messages or
+option names); the guild, its roles (@everyone and the bot's own role), the bot's member and
+per-channel overwrites, read over REST as a doctor does; an optional token check (401 for any
+other); injected failures: 429 with retry_after, 5xx, 404 for deleted messages or
 channels, 403 for channels the bot may not post in.
 """
 from __future__ import annotations
@@ -41,6 +43,7 @@ def _now_iso() -> str:
 PERM_VIEW_SEND = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 6)  # view, send, embed, attach, history, react
 PERM_MANAGE_MESSAGES = 1 << 13
 PERM_MANAGE_GUILD = 1 << 5
+PERM_THREADS = (1 << 35) | (1 << 38)  # create public threads, send messages in threads
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Call:
     json: Any
     files: list[UploadedFile]
     status: int = 0
+    auth: str | None = None  # the Authorization header
 
     def __repr__(self) -> str:  # short, for assertion messages
         j = json.dumps(self.json)[:160] if self.json is not None else ""
@@ -126,18 +130,21 @@ class FakeDiscord:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.token: str | None = None  # set: REST calls with another bot token answer 401
+        self.bot_role_id = snowflake()
+        self.bot_role_permissions = PERM_VIEW_SEND | PERM_THREADS  # what the invite granted
         self.channel_id = self.add_channel("art")
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> "FakeDiscord":
+    async def start(self, port: int = 0) -> "FakeDiscord":
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/cdn/{path:.*}", self._cdn)
         app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
@@ -185,6 +192,11 @@ class FakeDiscord:
     def forbid_channel(self, cid: int) -> None:
         """The bot lost Send Messages there: posts and edits answer 403."""
         self.forbidden_channels.add(cid)
+
+    def deny_bot(self, cid: int, permissions: int) -> None:
+        """A channel overwrite that takes `permissions` from the bot's member there."""
+        self.channels[cid]["permission_overwrites"].append(
+            {"id": str(self.bot_user.id), "type": 1, "allow": "0", "deny": str(permissions)})
 
     def delete_message(self, mid: int) -> None:
         self.messages.pop(mid, None)
@@ -379,14 +391,22 @@ class FakeDiscord:
     def _guild_json(self) -> dict:
         everyone = {"id": str(self.guild_id), "name": "@everyone", "permissions": str(PERM_VIEW_SEND), "position": 0,
                     "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}
-        return {"id": str(self.guild_id), "name": "art club", "icon": None, "owner_id": "1", "roles": [everyone],
-                "channels": [c for cid, c in self.channels.items() if cid not in self.deleted_channels],
-                "members": [self.bot_user.member_json()], "member_count": 3, "unavailable": False, "features": [],
+        bot_role = {**everyone, "id": str(self.bot_role_id), "name": "clipbot", "position": 1, "managed": True,
+                    "permissions": str(self.bot_role_permissions), "tags": {"bot_id": str(self.bot_user.id)}}
+        return {"id": str(self.guild_id), "name": "art club", "icon": None, "owner_id": "1", "roles": [everyone, bot_role],
+                "channels": self._live_channels(),
+                "members": [self._bot_member_json()], "member_count": 3, "unavailable": False, "features": [],
                 "emojis": [], "stickers": [], "threads": [], "voice_states": [], "presences": [],
                 "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [], "large": False,
                 "mfa_level": 0, "verification_level": 0, "explicit_content_filter": 0,
                 "default_message_notifications": 0, "system_channel_flags": 0, "premium_tier": 0,
                 "preferred_locale": "en-US", "nsfw_level": 0, "joined_at": _now_iso(), "afk_timeout": 300}
+
+    def _live_channels(self) -> list[dict]:
+        return [c for cid, c in self.channels.items() if cid not in self.deleted_channels]
+
+    def _bot_member_json(self) -> dict:
+        return {**self.bot_user.member_json(), "roles": [str(self.bot_role_id)]}
 
     # ------------------------------------------------------------------ CDN
 
@@ -422,7 +442,8 @@ class FakeDiscord:
         elif request.can_read_body:
             raw = await request.read()
             payload = json.loads(raw) if raw else None
-        call = Call(time.monotonic(), request.method, path, dict(request.query), payload, files)
+        call = Call(time.monotonic(), request.method, path, dict(request.query), payload, files,
+                    auth=request.headers.get("Authorization"))
         self.calls.append(call)
         inter = next((i for t, i in self.interactions.items() if t in path), None)
         if inter is not None:
@@ -450,6 +471,22 @@ class FakeDiscord:
 
     def _route(self, call: Call) -> web.Response:
         m, p, j = call.method, call.path, call.json
+        if self.token is not None and not p.startswith(("/webhooks/", "/interactions/")) \
+                and call.auth != f"Bot {self.token}":
+            return self._error(401, 0, "401: Unauthorized")
+        if p == "/users/@me/guilds" and m == "GET":
+            return self._json([{"id": str(self.guild_id), "name": "art club", "icon": None, "owner": False,
+                                "permissions": str(self.bot_role_permissions), "features": []}])
+        if mm := re.fullmatch(r"/guilds/(\d+)(/channels|/members/\d+)?", p):
+            if int(mm.group(1)) != self.guild_id:
+                return self._error(404, 10004, "Unknown Guild")
+            if mm.group(2) == "/channels":
+                return self._json(self._live_channels())
+            if mm.group(2):
+                if not p.endswith("/" + str(self.bot_user.id)):
+                    return self._error(404, 10007, "Unknown Member")
+                return self._json(self._bot_member_json())
+            return self._json(self._guild_json())
         if p == "/users/@me" and m == "GET":
             return self._json(self.bot_user.json())
         if p == "/oauth2/applications/@me" and m == "GET":

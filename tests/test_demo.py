@@ -29,3 +29,5 @@ def test_demo_writes_every_output(tmp_path):
     gif = Image.open(out / "imagine.gif")
     assert gif.format == "GIF" and gif.n_frames > 1
     assert "demo finished" in proc.stdout
+    # jobs are submitted only once the demo's worker has loaded its models and registered
+    assert "worker ready after" in proc.stderr and "no live worker" not in proc.stderr

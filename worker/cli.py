@@ -25,6 +25,8 @@ SUBCOMMANDS = {
              "find the images in a folder that best match a text query"),
     "imagine": ("worker.imagine.cli", "add_imagine_arguments", "imagine_main",
                 "generate an image from a prompt with VQGAN+CLIP"),
+    "doctor": ("worker.doctor", "add_doctor_arguments", "doctor_main",
+               "check Redis, the workers online, the GPU and the models, with fixes; exit 1 if broken"),
 }
 
 
@@ -46,7 +48,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         description="clipbot worker: run CLIP and VQGAN+CLIP jobs locally, or (no subcommand) serve the Redis queue.",
     )
     _common(parser, suppress=False)
-    sub = parser.add_subparsers(dest="command", metavar="{classify,find,imagine}")
+    sub = parser.add_subparsers(dest="command", metavar="{classify,find,imagine,doctor}")
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
     for name, (mod_name, add_fn, main_fn, help_) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
@@ -73,11 +75,17 @@ class ProgressBar:
             print(f"{self.label}: queued, {ev.position} job(s) ahead", file=sys.stderr)
         elif ev.type == "started" and getattr(ev, "attempt", 1) > 1:
             print(f"{self.label}: retrying on {ev.worker} (attempt {ev.attempt})", file=sys.stderr)
+            if self.bar is not None:  # the retry starts over: so does its bar and its rate
+                self.bar.close()
+                self.bar = None
         elif ev.type == "progress":
             if self.bar is None:
-                self.bar = tqdm(total=ev.total, desc=self.label, file=sys.stderr, unit="step", leave=False)
+                # the bar starts with the work: the steps already done count as its start, not as
+                # done in the instant between creating it and drawing it (a rate of millions/s)
+                self.bar = tqdm(total=ev.total, initial=ev.step, desc=self.label, file=sys.stderr, unit="step",
+                                leave=False)
             self.bar.total = ev.total
-            self.bar.n = ev.step
+            self.bar.update(ev.step - self.bar.n)
             if ev.loss is not None:
                 self.bar.set_postfix(loss=f"{ev.loss:.4f}", refresh=False)
             self.bar.refresh()
@@ -152,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command is None:
         return run_queue_worker(args, settings)
+    if args.command == "doctor":  # checks the set-up, runs no job: no runner
+        return args._main(args, settings)
     try:
         rc = args._main(args, make_runner(args, settings))
     except JobError as e:

@@ -13,6 +13,7 @@ outputs are the ones users see. Writes into --out (default demo-out/):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
 import json
@@ -25,6 +26,7 @@ from PIL import Image, ImageDraw
 
 from jobs.embedded import RedisServer
 from jobs.settings import load_settings
+from jobs.queue import queue_from_url
 from worker.cli import _WithProgress, build_parser
 from jobs.local_worker import spawn_worker
 from worker.runner import RedisRunner
@@ -63,6 +65,28 @@ def run_cli(argv: list[str], url: str, settings) -> object:
     return json.loads(out.getvalue())
 
 
+def wait_for_worker(url: str, worker, log_path: Path, timeout_s: float = 600.0) -> float:
+    """Until the worker has loaded its models and registered (so no job is submitted to an empty
+    queue, and no "no live worker" warning shows); the seconds waited. Its death ends the demo."""
+    async def online() -> bool:
+        queue = queue_from_url(url, max_connections=1)
+        try:
+            return bool(await queue.workers())
+        finally:
+            await queue.redis.aclose()
+
+    t0 = time.monotonic()
+    print("waiting for the worker to load the models ...", file=sys.stderr)
+    while not asyncio.run(online()):
+        if worker.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"the worker exited with {worker.returncode} while starting:\n{tail}")
+        if time.monotonic() - t0 > timeout_s:
+            raise SystemExit(f"the worker did not come up within {timeout_s:.0f} s; see {log_path}")
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
 def contact_sheet(hits: list[dict], out: Path, thumb: int = 128) -> None:
     """The top hits side by side, each with its rank and score."""
     sheet = Image.new("RGB", (thumb * len(hits), thumb + 20), "white")
@@ -88,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         worker = spawn_worker(redis.url, stdout=log, stderr=log)
         try:
             print(f"embedded Redis at {redis.url}; worker pid {worker.pid} (log: {out / 'worker.log'})", file=sys.stderr)
+            waited = wait_for_worker(redis.url, worker, out / "worker.log")
+            print(f"worker ready after {waited:.0f} s", file=sys.stderr)
             classified = run_cli(["classify", *(str(paths[i]) for i in CLASSIFY), "--labels", LABELS], redis.url, settings)
             (out / "classify.json").write_text(json.dumps(classified, indent=2))
             found = run_cli(["find", QUERY, "--images", str(out / "images"), "--top", "5"], redis.url, settings)
