@@ -9,7 +9,7 @@ import sys
 
 from jobs.embedded import free_port
 from tests.fake_discord import FakeDiscord
-from tests.test_bot_harness import harness  # noqa: F401
+from tests.bot_harness import harness  # noqa: F401
 
 
 def bot_process(port: int, redis_url: str, log_path, token: str = "test-token") -> subprocess.Popen:
