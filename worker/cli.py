@@ -1,4 +1,4 @@
-"""`python -m worker [classify|find|imagine] ...`: the local command line and the queue worker.
+"""`python -m worker [classify|find|imagine|models] ...`: the local command line and the queue worker.
 
 The subcommand bodies live with their engines (`worker.clip.cli`, `worker.imagine.cli`): each
 module gives `add_<name>_arguments(parser)` and `<name>_main(args, runner) -> int | None`.
@@ -25,7 +25,11 @@ SUBCOMMANDS = {
              "find the images in a folder that best match a text query"),
     "imagine": ("worker.imagine.cli", "add_imagine_arguments", "imagine_main",
                 "generate an image from a prompt with VQGAN+CLIP"),
+    "models": ("worker.models.cli", "add_models_arguments", "models_main",
+               "list and fetch real pretrained models (CLIP, VQGAN)"),
 }
+# Subcommands that run no job: their main gets the Settings instead of a Runner.
+NO_RUNNER = {"models"}
 
 
 def _common(p: argparse.ArgumentParser, suppress: bool) -> None:
@@ -46,7 +50,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         description="clipbot worker: run CLIP and VQGAN+CLIP jobs locally, or (no subcommand) serve the Redis queue.",
     )
     _common(parser, suppress=False)
-    sub = parser.add_subparsers(dest="command", metavar="{classify,find,imagine}")
+    sub = parser.add_subparsers(dest="command", metavar="{classify,find,imagine,models}")
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
     for name, (mod_name, add_fn, main_fn, help_) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
@@ -152,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command is None:
         return run_queue_worker(args, settings)
+    if args.command in NO_RUNNER:
+        return int(args._main(args, settings) or 0)
     try:
         rc = args._main(args, make_runner(args, settings))
     except JobError as e:
