@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from worker.api import JobCancelled, JobError
+    from worker.models.store import ModelError
 
     try:
         settings = _settings(args)
@@ -166,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     except (JobCancelled, KeyboardInterrupt):
         print("cancelled", file=sys.stderr)
         return 130
+    except ModelError as e:  # a catalogue model not fetched or damaged: the message says what to run
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 
