@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 		echo "no CUDA GPU: installing the CPU build of $(TORCH)"; \
 		$(PIP) install "$(TORCH)"; \
 	fi
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[worker,dev]'
 	@# taming's own requirements pin ancient packages; worker/vqgan_compat.py stands in for them
 	$(PIP) install --no-deps $(TAMING)
 	@touch $(STAMP)

@@ -38,6 +38,9 @@ def models_main(args, settings) -> int:
             _print_table(rows, models_dir)
         return 0
     names = list(dict.fromkeys(_wanted(args, settings)))
+    if not names and args.configured:  # the compose service with the shipped models: nothing to do
+        print("nothing to fetch: CLIP_MODEL and VQGAN_MODEL name no catalogue model", file=sys.stderr)
+        return 0
     if not names:
         print("error: name the models to fetch (see `python -m worker models list`), or pass "
               "--configured / --recommended", file=sys.stderr)
