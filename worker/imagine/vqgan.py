@@ -159,6 +159,8 @@ class SampleWiseConv2d(nn.Conv2d):
 class VQGAN(nn.Module):
     """A VQGAN decoder and codebook: latents (B, C, H/f, W/f) <-> images (B, 3, H, W) in [0, 1]."""
 
+    autocast_dtype: torch.dtype | None = None  # decode under autocast in this dtype (see decode)
+
     def __init__(
         self, config_path: str | Path, checkpoint_path: str | Path, device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32, allow_pickle: bool = False,
@@ -229,16 +231,21 @@ class VQGAN(nn.Module):
 
     def decode(self, z_q: Tensor, sample_wise: bool = False) -> Tensor:
         """Images in about [-1, 1] (unclamped) from quantised latents. sample_wise: convs run image by
-        image (each result bit-identical to decoding that image alone; see SampleWiseConv2d)."""
-        if not sample_wise or len(z_q) == 1:
-            return self.decoder(self.post_quant_conv(z_q))
-        for m in self._convs:
-            m.sample_wise = True
-        try:
-            return self.decoder(self.post_quant_conv(z_q))
-        finally:
+        image (each result bit-identical to decoding that image alone; see SampleWiseConv2d).
+        With `autocast_dtype` set (a GPU worker: bfloat16, or float16 where bf16 is missing), the
+        decoder runs under autocast (convs in half precision, GroupNorm in float32) and the image
+        comes back in float32: the latent, its gradient and the optimiser stay float32."""
+        with torch.autocast(z_q.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            if not sample_wise or len(z_q) == 1:
+                return self.decoder(self.post_quant_conv(z_q)).float()
             for m in self._convs:
-                m.sample_wise = False
+                m.sample_wise = True
+            try:
+                return self.decoder(self.post_quant_conv(z_q)).float()
+            finally:
+                for m in self._convs:
+                    m.sample_wise = False
 
     def random_latent(self, h: int, w: int, generator: torch.Generator, grid: int = 0) -> Tensor:
         """(1, C, h, w) latent of codebook entries drawn uniformly with `generator`: one per position
