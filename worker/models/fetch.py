@@ -29,7 +29,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
-TIMEOUT_S = 15.0  # per connect and per read: a dead mirror is left quickly
+TIMEOUT_S = 10.0  # per connect and per read: a dead mirror is left quickly
 RESUMES = 8  # reconnects per URL while the download keeps making progress
 _SHA256 = re.compile(r'^"?([0-9a-f]{64})"?$')
 _USER_AGENT = "clipbot-model-fetcher/1"
