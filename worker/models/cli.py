@@ -60,6 +60,9 @@ def models_main(args, settings) -> int:
         except OSError as e:  # the models folder itself: not writable, disk full
             print(f"error: cannot write {models_dir}/{name}: {e}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: run the same command again to resume {name}", file=sys.stderr)
+            return 130
         if not args.json:
             print(f"{name}: installed in {done[-1]['path']} (sha256 {done[-1]['sha256']})", file=sys.stderr)
     if args.json:
