@@ -165,3 +165,23 @@ def test_autocast_decode_returns_float32_close_to_full_precision(models):
     assert half.dtype == torch.float32 and z.grad is not None and z.grad.dtype == torch.float32
     assert not torch.equal(half, full)  # it really ran in bfloat16 ...
     assert torch.allclose(half, full, atol=0.05)  # ... to within bfloat16's rounding
+
+
+def test_gpu_wiring_sets_precision_kernels_and_the_memory_cap(monkeypatch):
+    """handlers.use_gpu_speedups with torch.cuda's calls recorded (no GPU here)."""
+    from types import SimpleNamespace
+
+    from worker.imagine.handlers import use_gpu_speedups
+
+    calls = {}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction",
+                        lambda fraction, device=None: calls.setdefault("cap", (fraction, device)))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=80 * 2**30))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    engine = SimpleNamespace(vqgan=SimpleNamespace(device=torch.device("cuda", 0), autocast_dtype=None), memory=None)
+    use_gpu_speedups(engine, 0.5)
+    assert torch.backends.cudnn.benchmark is True
+    assert engine.vqgan.autocast_dtype == torch.bfloat16
+    assert calls["cap"] == (0.5, torch.device("cuda", 0))
+    assert isinstance(engine.memory, MemoryPlanner) and engine.memory.limit == 40 * 2**30
