@@ -1,4 +1,4 @@
-# clipbot — make install | test | run | demo | models | bench
+# clipbot — make install | test | run | demo | models | models-real | bench
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 		echo "no CUDA GPU: installing the CPU build of $(TORCH)"; \
 		$(PIP) install "$(TORCH)"; \
 	fi
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[worker,dev]'
 	@# taming's own requirements pin ancient packages; worker/vqgan_compat.py stands in for them
 	$(PIP) install --no-deps $(TAMING)
 	@touch $(STAMP)
@@ -44,6 +44,13 @@ worker: install
 MODELS_MINUTES ?= 40
 models: install
 	$(PY) -m worker.training all --out models --minutes $(MODELS_MINUTES)
+
+# The recommended real pair (CLIP ViT-B/32 + taming's ImageNet f16 16384 VQGAN, ~1.6 GB) into
+# $(MODELS_DIR); then CLIP_MODEL=clip-vit-base-patch32 VQGAN_MODEL=vqgan_imagenet_f16_16384
+MODELS_DIR ?= models
+.PHONY: models-real
+models-real: install
+	$(PY) -m worker models fetch --recommended --dir $(MODELS_DIR)
 
 # /classify, /find and /imagine through embedded Redis + a worker process -> demo-out/
 demo: install

@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     vqgan_config: str = Field("models/vqgan-shapes/model.yaml", validation_alias=_env("VQGAN_CONFIG"), description="VQGAN model config (taming YAML).")
     vqgan_checkpoint: str = Field("models/vqgan-shapes/last.ckpt", validation_alias=_env("VQGAN_CHECKPOINT"), description="VQGAN checkpoint.")
     data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"), description="Where local state lives (the embedded Redis's AOF and socket).")
+    vqgan_model: str | None = Field(None, validation_alias=_env("VQGAN_MODEL"), description="A catalogue VQGAN name (`python -m worker models list`, e.g. `vqgan_imagenet_f16_16384`) or a folder holding `model.yaml` and `last.ckpt`; replaces VQGAN_CONFIG / VQGAN_CHECKPOINT unless those are set. CLIP_MODEL takes catalogue names too.")
 
     # --- queue and transport (CLIPBOT_*)
     redis_prefix: str = Field("clipbot:", min_length=1, max_length=64, description="Prefix of every Redis key, so several deployments can share one Redis.")
@@ -144,6 +145,9 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, le=256, description="Torch (and BLAS) threads per worker; 0 = torch's default (one per core). Use 1 when the cores are shared with other busy processes: small ops slow down 3-30x when their threads wait for a preempted partner.")
     vqgan_allow_pickle: bool = Field(False, description="Allow a full (unsafe) unpickling of the VQGAN checkpoint when the safe loader refuses it. Only for trusted local files (`--vqgan-allow-pickle`).")
     shutdown_grace_s: float = Field(20.0, ge=0, description="On SIGTERM, how long a worker lets running jobs finish before releasing them to other workers.")
+    models_dir: Path = Field(Path("models"), description="Where `python -m worker models fetch` puts catalogue models, and where CLIP_MODEL / VQGAN_MODEL names are looked up.")
+    model_mirror: str | None = Field(None, description="Base URL tried first for every catalogue file, as `<url>/<model name>/<file name>` (the models folder's layout): your own copies.")
+    gpu_memory_fraction: float = Field(0.9, gt=0, le=1, description="Share of the GPU's memory the imagine engine plans its batches to stay within.")
     imagine: ImagineConfig = Field(default_factory=ImagineConfig, description="The imagine engine (below).")
 
     # --- bot (CLIPBOT_*)

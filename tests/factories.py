@@ -74,3 +74,45 @@ def make_vqgan_files(out: str | Path, seed: int = 0) -> tuple[Path, Path]:
     )
     torch.save({"state_dict": model.state_dict()}, ckpt_path)
     return config_path, ckpt_path
+
+
+# taming's published configs carry their training setup too: the perceptual/GAN loss, a Gumbel
+# temperature schedule and the data module. The loader must ignore all of it.
+_REAL_LOSS = {
+    "VQModel": {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator",
+                "params": {"disc_conditional": False, "disc_in_channels": 3, "disc_start": 250001,
+                           "disc_weight": 0.8, "codebook_weight": 1.0}},
+    "GumbelVQ": {"target": "taming.modules.losses.vqperceptual.DummyLoss"},
+}
+_REAL_DATA = {"target": "main.DataModuleFromConfig", "params": {
+    "batch_size": 3, "num_workers": 8,
+    "train": {"target": "taming.data.imagenet.ImageNetTrain", "params": {"config": {"size": 256}}},
+    "validation": {"target": "taming.data.imagenet.ImageNetValidation", "params": {"config": {"size": 256}}},
+}}
+_GUMBEL_EXTRA = {
+    "kl_weight": 1.0e-08,
+    "temperature_scheduler_config": {"target": "taming.lr_scheduler.LambdaWarmUpCosineScheduler", "params": {
+        "warm_up_steps": 0, "max_decay_steps": 1000001, "lr_start": 0.9, "lr_max": 0.9, "lr_min": 1.0e-06}},
+}
+
+
+def write_real_layout_config(path: str | Path, kind: str = "VQModel") -> dict:
+    """A tiny config in the layout of taming's published model.yaml files; returns its params."""
+    params = {k: v for k, v in TINY_VQGAN_PARAMS.items() if k != "lossconfig"}
+    params.update(monitor="val/rec_loss", lossconfig=_REAL_LOSS[kind], **(_GUMBEL_EXTRA if kind == "GumbelVQ" else {}))
+    Path(path).write_text(yaml.safe_dump({
+        "model": {"base_learning_rate": 4.5e-06, "target": f"taming.models.vqgan.{kind}", "params": params},
+        "data": _REAL_DATA,
+    }, sort_keys=False))
+    return params
+
+
+def tiny_taming_state(kind: str = "VQModel", seed: int = 0) -> dict:
+    """The state dict of a tiny random taming VQModel / GumbelVQ (what a checkpoint's state_dict holds)."""
+    from worker.vqgan_compat import import_vqmodel
+
+    torch.manual_seed(seed)
+    params = dict(TINY_VQGAN_PARAMS)
+    if kind == "GumbelVQ":
+        params.update(_GUMBEL_EXTRA)
+    return import_vqmodel(kind)(**params).state_dict()

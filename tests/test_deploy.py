@@ -49,10 +49,33 @@ def test_compose_worker_gpu_models_and_scaling(compose):
 
 def test_compose_healthchecks_restart_and_order(compose):
     for name, svc in compose["services"].items():
+        if name == "models":  # one-shot: runs to completion once per `up`
+            assert svc["restart"] == "no" and svc["healthcheck"] == {"disable": True}
+            continue
         assert svc.get("restart") in ("unless-stopped", "always"), name
         assert svc["healthcheck"]["test"][0] == "CMD", name
     for name in ("bot", "worker"):
         assert compose["services"][name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_compose_models_service_fetches_into_the_workers_volume_first(compose):
+    s = compose["services"]
+    models, worker = s["models"], s["worker"]
+    assert models["command"][:5] == ["python", "-m", "worker", "models", "fetch"] and "--configured" in models["command"]
+    assert worker["depends_on"]["models"]["condition"] == "service_completed_successfully"
+    assert "models:/app/models" in models["volumes"] and "models:/app/models:ro" in worker["volumes"]
+    assert "models" in compose["volumes"]
+    for svc in (models, worker):  # a host path in .env must not leak in as the container's folder
+        assert svc["environment"]["CLIPBOT_MODELS_DIR"] == "/app/models"
+        assert svc["build"]["target"] == "worker"
+    assert s["bot"]["build"]["target"] == "bot" and s["bot"]["image"] != worker["image"]
+
+
+def test_models_fetch_configured_is_a_no_op_without_catalogue_names(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("CLIP_MODEL", "VQGAN_MODEL")}
+    r = subprocess.run([sys.executable, "-m", "worker", "models", "fetch", "--configured", "--dir", str(tmp_path)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "nothing to fetch" in r.stderr
 
 
 def test_worker_healthcheck_command_really_works(compose, tmp_path):
@@ -79,6 +102,37 @@ def test_redis_healthcheck_against_real_server(redis_url):
     assert r.returncode == 1 and "unhealthy: redis" in r.stderr
 
 
+def _stages(text: str) -> dict[str, str]:
+    parts = re.split(r"^FROM \S+ AS (\w+)\s*$", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_dockerfile_bot_image_has_no_torch_and_the_worker_image_has():
+    stages = _stages((ROOT / "Dockerfile").read_text())
+    assert {"base", "bot", "worker"} <= set(stages)
+    bot, worker = stages["bot"], stages["worker"]
+    installs = " ".join(re.findall(r"pip install[^\n]*", bot))
+    assert "torch" not in installs and "[worker]" not in installs and "COPY worker" not in bot
+    assert "find_spec('torch') is not None" in bot  # the build fails if torch came in anyway
+    assert "pip install ." in bot and "pip install '.[worker]'" in worker and "torch==2.13.0" in worker
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"])
+    assert not any(name in core for name in ("torch", "transformers", "safetensors"))
+    assert any(d.startswith("torch") for d in project["optional-dependencies"]["worker"])
+
+
+def test_bot_never_imports_torch():
+    """Everything the bot process imports loads with torch and transformers made unimportable."""
+    code = ("import sys; sys.modules.update(torch=None, transformers=None, worker=None); "
+            "import pkgutil, importlib, bot; "
+            "[importlib.import_module(m.name) for m in pkgutil.walk_packages(bot.__path__, 'bot.')]; "
+            "import jobs.transport, jobs.embedded, jobs.health, jobs.validation.images; print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
 def test_dockerfile_installs_and_copies_what_exists():
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11", text, re.M)
@@ -102,7 +156,7 @@ def test_makefile_install_steps_and_ci():
     r = subprocess.run(["make", "-n", "-B", "install"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert "torch==2.13.0" in out and "install -e '.[dev]'" in out
+    assert "torch==2.13.0" in out and "install -e '.[worker,dev]'" in out
     assert "--no-deps taming-transformers-rom1504==0.0.6" in out and "touch .venv/.clipbot-installed" in out
     r = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "-m pytest tests/" in r.stdout

@@ -138,10 +138,10 @@ def test_clear_errors_for_bad_files(files, tmp_path):
         load_vqgan(tmp_path / "missing.yaml", ckpt)
     with pytest.raises(VQGANLoadError, match="not found"):
         load_vqgan(config, tmp_path / "missing.ckpt")
-    (tmp_path / "gumbel.yaml").write_text(yaml.safe_dump(
-        {"model": {"target": "taming.models.vqgan.GumbelVQ", "params": TINY_VQGAN_PARAMS}}))
-    with pytest.raises(VQGANLoadError, match="only taming VQModel"):
-        load_vqgan(tmp_path / "gumbel.yaml", ckpt)
+    (tmp_path / "transformer.yaml").write_text(yaml.safe_dump(
+        {"model": {"target": "taming.models.cond_transformer.Net2NetTransformer", "params": TINY_VQGAN_PARAMS}}))
+    with pytest.raises(VQGANLoadError, match="only taming VQModel and GumbelVQ"):
+        load_vqgan(tmp_path / "transformer.yaml", ckpt)
     bigger = dict(TINY_VQGAN_PARAMS, n_embed=128)
     (tmp_path / "big.yaml").write_text(yaml.safe_dump({"model": {"params": bigger}}))
     with pytest.raises(VQGANLoadError, match="does not match"):

@@ -1,4 +1,4 @@
-"""`python -m worker [classify|find|imagine] ...`: the local command line and the queue worker.
+"""`python -m worker [classify|find|imagine|models] ...`: the local command line and the queue worker.
 
 The subcommand bodies live with their engines (`worker.clip.cli`, `worker.imagine.cli`): each
 module gives `add_<name>_arguments(parser)` and `<name>_main(args, runner) -> int | None`.
@@ -27,7 +27,11 @@ SUBCOMMANDS = {
                 "generate an image from a prompt with VQGAN+CLIP"),
     "doctor": ("worker.doctor", "add_doctor_arguments", "doctor_main",
                "check Redis, the workers online, the GPU and the models, with fixes; exit 1 if broken"),
+    "models": ("worker.models.cli", "add_models_arguments", "models_main",
+               "list and fetch real pretrained models (CLIP, VQGAN)"),
 }
+# Subcommands that run no job: their main gets the Settings instead of a Runner.
+NO_RUNNER = {"models", "doctor"}
 
 
 def _common(p: argparse.ArgumentParser, suppress: bool) -> None:
@@ -48,7 +52,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         description="clipbot worker: run CLIP and VQGAN+CLIP jobs locally, or (no subcommand) serve the Redis queue.",
     )
     _common(parser, suppress=False)
-    sub = parser.add_subparsers(dest="command", metavar="{classify,find,imagine,doctor}")
+    sub = parser.add_subparsers(dest="command", metavar="{classify,find,imagine,doctor,models}")
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
     for name, (mod_name, add_fn, main_fn, help_) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
@@ -152,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from worker.api import JobCancelled, JobError
+    from worker.models.store import ModelError
 
     try:
         settings = _settings(args)
@@ -160,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command is None:
         return run_queue_worker(args, settings)
-    if args.command == "doctor":  # checks the set-up, runs no job: no runner
-        return args._main(args, settings)
+    if args.command in NO_RUNNER:
+        return int(args._main(args, settings) or 0)
     try:
         rc = args._main(args, make_runner(args, settings))
     except JobError as e:
@@ -170,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     except (JobCancelled, KeyboardInterrupt):
         print("cancelled", file=sys.stderr)
         return 130
+    except ModelError as e:  # a catalogue model not fetched or damaged: the message says what to run
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

@@ -26,6 +26,9 @@ def resolve_device(name: str) -> str:
 
 
 def build(settings) -> WorkerSetup:
+    from worker.models.resolve import resolve_models
+
+    settings = resolve_models(settings)  # catalogue names -> verified folders, imagine profiles
     if settings.torch_threads:
         import torch
 

@@ -47,10 +47,13 @@ def _fuse_swish() -> None:
     model.nonlinearity = torch.nn.functional.silu
 
 
-def import_vqmodel() -> type:
+def import_vqmodel(name: str = "VQModel") -> type:
+    """taming's `VQModel` or `GumbelVQ` class (taming.models.vqgan), on the stand-ins above."""
+    if name not in ("VQModel", "GumbelVQ"):
+        raise ValueError(f"not a taming first-stage model class: {name}")
     _install_stand_ins()
-    from taming.models.vqgan import VQModel
+    from taming.models import vqgan
 
     _fuse_swish()
 
-    return VQModel
+    return getattr(vqgan, name)

@@ -50,6 +50,7 @@ from jobs.validation.prompts import parse_prompts
 from worker.api import JobCancelled, JobContext, JobError, Outcome
 from worker.imagine import media
 from worker.imagine.maths import clamp_with_grad, cutouts, spherical_distance
+from worker.imagine.memory import MemoryPlanner, run_in_parts
 from worker.imagine.vqgan import VQGAN
 
 
@@ -103,6 +104,7 @@ class ImagineEngine:
         per_image = self.config.decode_per_image
         self._decode_per_image = self.device.type == "cpu" if per_image == "auto" else per_image
         self._warned_no_encoder = False
+        self.memory: MemoryPlanner | None = None  # GPU memory planning, set on a GPU (handlers.build)
         self._waiting: deque[_Run] = deque()
         self._running: list[_Run] = []
         self._finished: list[tuple[ImagineJob, Outcome | BaseException]] = []
@@ -145,12 +147,15 @@ class ImagineEngine:
                 self._retire(run, e)
         if not runs:
             return
-        try:
-            images = self._optimise(runs)
-        except Exception as e:  # a batch-wide failure (e.g. out of memory) fails every job in it
+        try:  # out of memory splits the batch (memory.py): only a job too big alone fails
+            runs, parts, too_big = run_in_parts(self._optimise, runs, self.memory, runs[0].width * runs[0].height)
+        except Exception as e:  # any other batch-wide failure fails every job in it
             for run in runs:
                 self._retire(run, e)
             return
+        for run, e in too_big:
+            self._retire(run, e)
+        images = torch.cat(parts) if len(parts) > 1 else parts[0] if parts else None
         for k, run in enumerate(runs):
             try:
                 self._report(run, images[k])
@@ -167,7 +172,10 @@ class ImagineEngine:
     # ------------------------------------------------------------------ validation
 
     def resolve_size(self, width: int, height: int) -> tuple[int, int]:
-        return resolve_size(width, height, self.config, self.vqgan.factor)
+        w, h = resolve_size(width, height, self.config, self.vqgan.factor)
+        if self.memory is not None and (too_big := self.memory.refusal(w, h)):
+            raise JobError(too_big)
+        return w, h
 
     def resolve_steps(self, steps: int) -> int:
         return resolve_steps(steps, self.config)
@@ -253,6 +261,8 @@ class ImagineEngine:
             head = self._waiting[0]
             if size is not None and (head.width, head.height) != size:
                 break  # first come, first served: it starts the next batch when this one drains
+            if self.memory is not None and not self.memory.admits(len(self._running) + 1, head.width * head.height):
+                break  # would not fit in GPU memory: it joins when a running job finishes
             self._waiting.popleft()
             head.started = time.monotonic()
             self._running.append(head)

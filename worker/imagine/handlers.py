@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from worker.imagine.engine import ImagineEngine
+from worker.imagine.memory import MemoryPlanner, describe
 from worker.imagine.vqgan import load_vqgan
 
 log = logging.getLogger(__name__)
@@ -22,5 +23,22 @@ def build(settings, device: str | None = None) -> ImagineEngine:
     vqgan = load_vqgan(settings.vqgan_config, settings.vqgan_checkpoint, device,
                        allow_pickle=settings.vqgan_allow_pickle)
     engine = ImagineEngine(clip, vqgan, settings.imagine)
-    log.info("imagine engine: VQGAN %s, CLIP %r, %s", vqgan.info(), clip, engine.config)
+    if vqgan.device.type == "cuda":
+        use_gpu_speedups(engine, settings.gpu_memory_fraction)
+    log.info("imagine engine: VQGAN %s, CLIP %r, %s, memory %s", vqgan.info(), clip, engine.config,
+             describe(engine.memory))
     return engine
+
+
+def use_gpu_speedups(engine: ImagineEngine, memory_fraction: float) -> None:
+    """On a GPU: cuDNN picks the fastest conv kernels per shape (a batch keeps its shape for many
+    steps), the VQGAN decodes under autocast (CLIP already runs in float16; the latents and Adam
+    stay float32), and batches are planned to stay within `memory_fraction` of the device, which
+    is also set as this process's hard cap, so going over it is an out-of-memory the engine splits."""
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    engine.vqgan.autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    device = engine.vqgan.device
+    torch.cuda.set_per_process_memory_fraction(memory_fraction, device)
+    engine.memory = MemoryPlanner.for_device(device, memory_fraction)

@@ -1,7 +1,9 @@
 """Load a taming-transformers VQGAN (yaml config + Lightning checkpoint) for generation, offline.
 
 The same code loads the shipped small model (models/vqgan-shapes) and real taming releases such
-as vqgan_imagenet_f16_16384. Generation needs only the decoder, post_quant_conv and the codebook,
+as vqgan_imagenet_f16_16384 (`VQModel`) and vqgan_gumbel_f8_8192 (`GumbelVQ`, whose codebook is
+`quantize.embed`; VQGAN+CLIP uses it exactly like VQModel's, with nearest-code quantisation, and
+only the encoder differs: its codes are the argmax of `quantize.proj`'s logits). Generation needs only the decoder, post_quant_conv and the codebook,
 so that is all we keep; the encoder (for init images) is loaded lazily on first use. Modules are
 built on the meta device and the checkpoint tensors assigned to them, so nothing is randomly
 initialised and thrown away, and the discriminator/LPIPS weights under `loss.*` are never kept.
@@ -33,8 +35,11 @@ from torch import Tensor, nn
 from worker.vqgan_compat import import_vqmodel
 
 _LIGHTNING_MODULES = ("pytorch_lightning.", "lightning.", "lightning_fabric.")
-_DECODER_KEYS = ("decoder.", "post_quant_conv.", "quantize.embedding.")
-_ENCODER_KEYS = ("encoder.", "quant_conv.")
+# What each model class keeps: (decoder + codebook, encoder) state-dict prefixes.
+_KEYS = {
+    "VQModel": (("decoder.", "post_quant_conv.", "quantize.embedding."), ("encoder.", "quant_conv.")),
+    "GumbelVQ": (("decoder.", "post_quant_conv.", "quantize.embed."), ("encoder.", "quant_conv.", "quantize.proj.")),
+}
 
 
 class VQGANLoadError(RuntimeError):
@@ -85,7 +90,7 @@ def load_checkpoint_state(path: str | Path, allow_pickle: bool = False) -> dict[
     return state
 
 
-def _model_params(config_path: Path) -> dict[str, Any]:
+def _model_params(config_path: Path) -> tuple[str, dict[str, Any]]:
     if not config_path.is_file():
         raise VQGANLoadError(f"VQGAN config not found: {config_path}")
     config = yaml.safe_load(config_path.read_text())
@@ -93,22 +98,36 @@ def _model_params(config_path: Path) -> dict[str, Any]:
     if not isinstance(model, dict) or not isinstance(model.get("params"), dict):
         raise VQGANLoadError(f"{config_path} has no model.params section")
     target = model.get("target", "taming.models.vqgan.VQModel")
-    if target.rsplit(".", 1)[-1] != "VQModel":
-        raise VQGANLoadError(f"{config_path}: only taming VQModel is supported, not {target}")
+    kind = target.rsplit(".", 1)[-1]
+    if kind not in _KEYS:
+        raise VQGANLoadError(f"{config_path}: only taming VQModel and GumbelVQ are supported, not {target}")
     params = dict(model["params"])
     params.pop("ckpt_path", None)  # we load the checkpoint ourselves
     params.pop("ignore_keys", None)
     params["lossconfig"] = {"target": "torch.nn.Identity"}  # the training loss (LPIPS, GAN) is not needed
-    return params
+    if kind == "GumbelVQ":  # the Gumbel temperature's annealing schedule: training only
+        params["temperature_scheduler_config"] = {"target": "torch.nn.Identity"}
+    return kind, params
 
 
-def _build(params: dict[str, Any], state: dict[str, Tensor], keep: tuple[str, ...], device, dtype) -> nn.Module:
-    """A VQModel whose modules under `keep` hold the checkpoint's tensors (others are dropped)."""
+def _prune(module: nn.Module, keep: tuple[str, ...], prefix: str = "") -> None:
+    """Drop every submodule that holds none of the `keep` prefixes (they stay on the meta device)."""
+    for name, child in list(module.named_children()):
+        full = f"{prefix}{name}."
+        if any(full.startswith(k) for k in keep):
+            continue  # wholly kept
+        if any(k.startswith(full) for k in keep):
+            _prune(child, keep, full)  # partly kept (e.g. GumbelQuantize: embed yes, proj no)
+        else:
+            delattr(module, name)
+
+
+def _build(kind: str, params: dict[str, Any], state: dict[str, Tensor], keep: tuple[str, ...], device,
+           dtype) -> nn.Module:
+    """A VQModel / GumbelVQ whose modules under `keep` hold the checkpoint's tensors (others dropped)."""
     with torch.device("meta"), contextlib.redirect_stdout(sys.stderr):  # taming prints z shapes
-        model = import_vqmodel()(**params)
-    for name, _ in list(model.named_children()):
-        if not any(k.startswith(name + ".") for k in keep):
-            delattr(model, name)
+        model = import_vqmodel(kind)(**params)
+    _prune(model, keep)
     wanted = {k: v for k, v in state.items() if k.startswith(keep)}
     try:
         result = model.load_state_dict(wanted, strict=False, assign=True)
@@ -140,6 +159,8 @@ class SampleWiseConv2d(nn.Conv2d):
 class VQGAN(nn.Module):
     """A VQGAN decoder and codebook: latents (B, C, H/f, W/f) <-> images (B, 3, H, W) in [0, 1]."""
 
+    autocast_dtype: torch.dtype | None = None  # decode under autocast in this dtype (see decode)
+
     def __init__(
         self, config_path: str | Path, checkpoint_path: str | Path, device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32, allow_pickle: bool = False,
@@ -148,17 +169,19 @@ class VQGAN(nn.Module):
         self.config_path, self.checkpoint_path = Path(config_path), Path(checkpoint_path)
         self.name = self.checkpoint_path.parent.name or self.checkpoint_path.stem
         self._allow_pickle = allow_pickle
-        self._params = _model_params(self.config_path)
+        self.kind, self._params = _model_params(self.config_path)
+        decoder_keys, self._encoder_keys = _KEYS[self.kind]
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         state = load_checkpoint_state(self.checkpoint_path, allow_pickle)
-        model = _build(self._params, state, _DECODER_KEYS, device, dtype)
+        model = _build(self.kind, self._params, state, decoder_keys, device, dtype)
         # Generation needs only the decoder; the encoder (init images, plain canvases) is optional.
-        self.has_encoder = all(any(k.startswith(prefix) for k in state) for prefix in _ENCODER_KEYS)
+        self.has_encoder = all(any(k.startswith(prefix) for k in state) for prefix in self._encoder_keys)
         self.decoder, self.post_quant_conv = model.decoder, model.post_quant_conv
         self._convs = [m for m in (self.post_quant_conv, *self.decoder.modules()) if type(m) is nn.Conv2d]
         for m in self._convs:
             m.__class__ = SampleWiseConv2d  # same parameters and state dict; see decode(sample_wise=)
-        codebook = model.quantize.embedding.weight.detach()
+        quantize = model.quantize
+        codebook = (quantize.embed if self.kind == "GumbelVQ" else quantize.embedding).weight.detach()
         self.register_buffer("codebook", codebook, persistent=False)  # (n_embed, embed_dim)
         self.register_buffer("codebook_sq", codebook.pow(2).sum(1), persistent=False)
         # Crowson's clamp: keep each latent channel inside the range the codebook spans.
@@ -166,6 +189,7 @@ class VQGAN(nn.Module):
         self.register_buffer("z_max", codebook.max(0).values[None, :, None, None], persistent=False)
         self.factor = 2 ** (len(self._params["ddconfig"]["ch_mult"]) - 1)
         self._encoder: nn.Module | None = None
+        self._code_logits: nn.Module | None = None
         self._encoder_lock = threading.Lock()
 
     @property
@@ -186,7 +210,7 @@ class VQGAN(nn.Module):
 
     def info(self) -> dict[str, Any]:
         return {
-            "name": self.name, "factor": self.factor, "n_embed": self.n_embed, "embed_dim": self.embed_dim,
+            "name": self.name, "kind": self.kind, "factor": self.factor, "n_embed": self.n_embed, "embed_dim": self.embed_dim,
             "z_min": round(self.z_min.min().item(), 4), "z_max": round(self.z_max.max().item(), 4),
         }
 
@@ -207,16 +231,21 @@ class VQGAN(nn.Module):
 
     def decode(self, z_q: Tensor, sample_wise: bool = False) -> Tensor:
         """Images in about [-1, 1] (unclamped) from quantised latents. sample_wise: convs run image by
-        image (each result bit-identical to decoding that image alone; see SampleWiseConv2d)."""
-        if not sample_wise or len(z_q) == 1:
-            return self.decoder(self.post_quant_conv(z_q))
-        for m in self._convs:
-            m.sample_wise = True
-        try:
-            return self.decoder(self.post_quant_conv(z_q))
-        finally:
+        image (each result bit-identical to decoding that image alone; see SampleWiseConv2d).
+        With `autocast_dtype` set (a GPU worker: bfloat16, or float16 where bf16 is missing), the
+        decoder runs under autocast (convs in half precision, GroupNorm in float32) and the image
+        comes back in float32: the latent, its gradient and the optimiser stay float32."""
+        with torch.autocast(z_q.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            if not sample_wise or len(z_q) == 1:
+                return self.decoder(self.post_quant_conv(z_q)).float()
             for m in self._convs:
-                m.sample_wise = False
+                m.sample_wise = True
+            try:
+                return self.decoder(self.post_quant_conv(z_q)).float()
+            finally:
+                for m in self._convs:
+                    m.sample_wise = False
 
     def random_latent(self, h: int, w: int, generator: torch.Generator, grid: int = 0) -> Tensor:
         """(1, C, h, w) latent of codebook entries drawn uniformly with `generator`: one per position
@@ -236,13 +265,18 @@ class VQGAN(nn.Module):
         """Quantised latents of images x (B, 3, H, W) in [0, 1]; loads the encoder on first use."""
         with torch.no_grad():
             h = self._load_encoder()(x.to(self.device, self.dtype) * 2 - 1)
+            if self.kind == "GumbelVQ":  # hard Gumbel quantisation in eval: the most likely code
+                idx = self._code_logits(h).argmax(1)  # (B, h, w)
+                return self.codebook[idx].movedim(-1, 1).contiguous()
             return self.nearest(h)
 
     def _load_encoder(self) -> nn.Module:
         with self._encoder_lock:
             if self._encoder is None:
                 state = load_checkpoint_state(self.checkpoint_path, self._allow_pickle)
-                model = _build(self._params, state, _ENCODER_KEYS, self.device, self.dtype)
+                model = _build(self.kind, self._params, state, self._encoder_keys, self.device, self.dtype)
+                if self.kind == "GumbelVQ":
+                    self._code_logits = model.quantize.proj  # -> (B, n_embed, h, w)
                 self._encoder = nn.Sequential(model.encoder, model.quant_conv)
             return self._encoder
 
