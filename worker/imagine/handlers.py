@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 
 from worker.imagine.engine import ImagineEngine
+from worker.imagine.safety_gate import SafetyGate
 from worker.imagine.vqgan import load_vqgan
 
 log = logging.getLogger(__name__)
 
-def build(settings, device: str | None = None) -> ImagineEngine:
+def build(settings, device: str | None = None) -> SafetyGate:
     from worker.clip.model import get_clip
 
     clip = get_clip(settings.clip_model, device)
@@ -23,4 +24,4 @@ def build(settings, device: str | None = None) -> ImagineEngine:
                        allow_pickle=settings.vqgan_allow_pickle)
     engine = ImagineEngine(clip, vqgan, settings.imagine)
     log.info("imagine engine: VQGAN %s, CLIP %r, %s", vqgan.info(), clip, engine.config)
-    return engine
+    return SafetyGate(engine, clip)  # jobs with a SafetyPolicy: init image checked, result marked
