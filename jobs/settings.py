@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     sync_commands: bool = Field(True, description="Bulk-overwrite the global slash commands at start.")
     guild_ready_timeout_s: float = Field(2.0, ge=0, le=600, description="How long discord.py waits for guilds after READY.")
     events_consumer: str = Field("bot", min_length=1, max_length=64, description="The bot's consumer name in the events group. Keep it stable across restarts (entries read but not acked are read again); one name per bot process.")
+    daily_quota: int = Field(0, ge=0, le=100_000, description="Generations one member may start per server per UTC day (resets at midnight UTC); 0 = unlimited (a server's /config overrides it).")
+    safety_labels: str = Field("", max_length=2600, description="Comma-separated labels the safety check flags (a server's /config overrides them); empty: no check unless a server sets labels. README: a starting list for real CLIP models.")
+    safety_threshold: float = Field(0.5, gt=0, le=1, description="Probability of the likeliest safety label at which an image is flagged (a server's /config overrides it).")
+    contest_close_lease_s: float = Field(120.0, ge=5, le=3600, description="How long a bot process that claimed a contest's close may take to post it before another process (or itself after a restart) takes over.")
 
     @field_validator("engines")
     @classmethod
