@@ -41,13 +41,13 @@ _GRACE_S = 3600  # the day's set outlives midnight by this much: late refunds st
 
 def day_of(now: float) -> str:
     """The UTC day `now` falls in, as YYYYMMDD."""
-    return dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y%m%d")
+    return dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y%m%d")
 
 
 def next_reset(now: float) -> float:
     """The next UTC midnight after `now` (unix seconds): when every member's count starts again."""
-    day = dt.datetime.fromtimestamp(now, dt.timezone.utc).date() + dt.timedelta(days=1)
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()
+    day = dt.datetime.fromtimestamp(now, dt.UTC).date() + dt.timedelta(days=1)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from jobs.settings import Settings
 
 
 def utc(*args) -> float:
-    return dt.datetime(*args, tzinfo=dt.timezone.utc).timestamp()
+    return dt.datetime(*args, tzinfo=dt.UTC).timestamp()
 
 
 NOON = utc(2026, 11, 29, 12, 0, 0)
