@@ -14,14 +14,7 @@ import redis
 import torch
 from PIL import Image
 
-from jobs.schemas import (
-    ClassifyJob,
-    GalleryItem,
-    ImagineJob,
-    IndexJob,
-    SafetyPolicy,
-    safety_of,
-)
+from jobs.schemas import ClassifyJob, GalleryItem, ImagineJob, IndexJob, SafetyPolicy, safety_of
 from jobs.settings import ImagineConfig
 from tests.test_clip_shipped import draw
 from tests.test_clip_support import SHIPPED_CLIP, shipped_clip_available

@@ -66,19 +66,19 @@ class ContestCloser:
         ranked = await self.store.ranking(cid)  # final: votes stopped with the claim
         if contest.step(STEP_RANKING) is None:
             mid = await self.poster.post_ranking(contest, ranked)
-            if not await self._record(claim, STEP_RANKING, str(mid)):
+            if not await self._record(claim, STEP_RANKING, str(mid), now):
                 return False
         if contest.step(STEP_HALL_OF_FAME) is None:
             best = winner(ranked)
             mid = None if best is None else await self.poster.post_hall_of_fame(contest, best)
-            if not await self._record(claim, STEP_HALL_OF_FAME, "none" if mid is None else str(mid)):
+            if not await self._record(claim, STEP_HALL_OF_FAME, "none" if mid is None else str(mid), now):
                 return False
-        finished = await self.store.finish_close(claim)
+        finished = await self.store.finish_close(claim, now)
         log.info("contest %s closed (%d ranked entries, claim %s)", cid, len(ranked), claim.token)
         return finished
 
-    async def _record(self, claim: Claim, step: str, value: str) -> bool:
-        ok = await self.store.record_step(claim, step, value, self.lease_s)
+    async def _record(self, claim: Claim, step: str, value: str, now: float | None) -> bool:
+        ok = await self.store.record_step(claim, step, value, self.lease_s, now)
         if not ok:
             log.warning("contest %s: claim %s lost before %s was recorded", claim.contest_id, claim.token, step)
         return ok
