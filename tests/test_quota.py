@@ -127,3 +127,13 @@ def test_guild_config_safety_policy():
         parse_safety_labels("x" * 101)
     with pytest.raises(ValueError, match="26 safety labels; the limit is 25"):
         parse_safety_labels(",".join(f"l{i}" for i in range(26)))
+
+
+def test_readme_lists_the_default_safety_labels():
+    from pathlib import Path
+
+    from jobs.schemas import DEFAULT_SAFETY_LABELS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f'CLIPBOT_SAFETY_LABELS="{", ".join(DEFAULT_SAFETY_LABELS)}"' in readme
+    assert parse_safety_labels(", ".join(DEFAULT_SAFETY_LABELS)) == list(DEFAULT_SAFETY_LABELS)
