@@ -154,3 +154,23 @@ def test_gate_marks_finished_generations(gate):
     assert safety_of(red.data).flagged and safety_of(red.data).top_label == "a red star", red.data["safety"]
     assert not safety_of(blue.data).flagged, blue.data["safety"]
     assert "safety" not in unchecked.data
+
+
+async def test_gate_in_the_queue_worker_fails_flagged_uploads_and_marks_results(queue, inproc_worker, gate):
+    """Through the real worker loop and Redis: what the bot will read from the events stream."""
+    from jobs.schemas import Failed, Result
+
+    await inproc_worker(WorkerSetup(imagine_engine=gate))
+    red = await queue.put_blob(png(draw("red", "star", "grey", size=64)))
+    blue = await queue.put_blob(png(draw("blue", "square", "grey", size=64)))
+    refused = ImagineJob(prompt="a red star", steps=2, init_image=red, init_weight=1.0, user=1, safety=RED_STAR)
+    kept = ImagineJob(prompt="a blue square", steps=2, init_image=blue, init_weight=1.0, user=2, safety=RED_STAR)
+    for job in (refused, kept):
+        assert (await queue.submit(job)).accepted
+    finals = {}
+    for job in (refused, kept):
+        async for ev in queue.follow(job.id, block_ms=200, timeout_s=120):
+            finals[job.id] = ev
+    assert isinstance(finals[refused.id], Failed) and "safety check" in finals[refused.id].reason
+    res = finals[kept.id]
+    assert isinstance(res, Result) and not safety_of(res.data).flagged and "png" in res.blobs
