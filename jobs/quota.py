@@ -9,6 +9,14 @@ not counted twice, and a refund removes only a job that was counted.
 and the daily quota are one atomic step (see `DailyQuota.submit_seam`). `DailyQuota.reserve` runs
 the same function alone: with `refund`, a standalone "reserve, then give back if the submit is
 refused" pair.
+
+Folding it into the submit script (`_LUA_SUBMIT`): prepend `QUOTA_LUA_FN`; pass the quota key as
+one more KEY and `limit, expire_at` as two more ARGV (`submit_seam` builds them; limit 0 when the
+job does not count, which records nothing); and call it after the per-user limit and duplicate
+checks, before the first write, so a refusal changes nothing:
+
+    local q = quota_take(KEYS[7], ARGV[1], tonumber(ARGV[10]), tonumber(ARGV[11]))
+    if q[1] == 0 then return {0, 'quota', q[2]} end
 """
 from __future__ import annotations
 
