@@ -5,6 +5,7 @@ import time
 
 from pydantic import BaseModel, Field
 
+from jobs.schemas import MAX_LABEL_CHARS, MAX_SAFETY_LABELS, SafetyPolicy
 from jobs.settings import Settings
 
 
@@ -17,6 +18,10 @@ class GuildConfig(BaseModel):
     hof_threshold: int | None = Field(None, ge=1, le=1000)
     vote_up: str | None = None
     vote_down: str | None = None
+    daily_quota: int | None = Field(None, ge=0, le=100_000)  # None: the deployment default; 0: unlimited
+    quota_exempt_role: int | None = None  # members with this role have no daily quota
+    safety_labels: list[str] | None = Field(None, max_length=MAX_SAFETY_LABELS)  # None: the deployment's; []: off
+    safety_threshold: float | None = Field(None, gt=0, le=1)
 
     def user_limit(self, settings: Settings) -> int:
         return self.max_jobs or settings.user_max_jobs
@@ -29,6 +34,38 @@ class GuildConfig(BaseModel):
 
     def emojis(self, settings: Settings) -> tuple[str, str]:
         return self.vote_up or settings.vote_up, self.vote_down or settings.vote_down
+
+    def quota(self, s: Settings, role_ids=()) -> int:
+        """Generations per UTC day for a member with these roles; 0 = unlimited."""
+        if self.quota_exempt_role is not None and self.quota_exempt_role in set(role_ids):
+            return 0
+        return s.daily_quota if self.daily_quota is None else self.daily_quota
+
+    def safety_policy(self, s: Settings) -> SafetyPolicy | None:
+        """What jobs of this server carry as `safety`; None: no check."""
+        labels = parse_safety_labels(s.safety_labels) if self.safety_labels is None else self.safety_labels
+        if not labels:
+            return None
+        threshold = s.safety_threshold if self.safety_threshold is None else self.safety_threshold
+        return SafetyPolicy(labels=labels, threshold=threshold)
+
+
+def parse_safety_labels(raw: str) -> list[str]:
+    """'gore, graphic violence' -> labels (deduplicated, case-insensitively). Raises ValueError
+    with a message for the member when a label is too long or there are too many."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for part in raw.replace("\n", ",").split(","):
+        label = " ".join(part.split())
+        if not label or label.casefold() in seen:
+            continue
+        if len(label) > MAX_LABEL_CHARS:
+            raise ValueError(f"The safety label {label[:40]!r}... is {len(label)} characters; the limit is {MAX_LABEL_CHARS}.")
+        seen.add(label.casefold())
+        out.append(label)
+    if len(out) > MAX_SAFETY_LABELS:
+        raise ValueError(f"That is {len(out)} safety labels; the limit is {MAX_SAFETY_LABELS}.")
+    return out
 
 
 class GuildConfigStore:

@@ -50,12 +50,51 @@ class _JobBase(_Model):
     origin: Origin = Field(default_factory=Origin)
 
 
+# ----------------------------------------------------------------------------- safety check
+
+MAX_SAFETY_LABELS = 25
+
+# A short starting list for real CLIP checkpoints (ViT-B/32 and up); servers replace it with
+# /config safety_labels. The shipped shapes CLIP knows only colours and shapes, so with it these
+# words mean nothing: its tests mark "a red star" unsafe instead.
+DEFAULT_SAFETY_LABELS: tuple[str, ...] = (
+    "explicit nudity", "sexual content", "graphic violence", "gore", "blood", "a gun pointed at the viewer",
+    "self-harm", "a hate symbol",
+)
+
+
+class SafetyPolicy(_Model):
+    """What a server counts as unsafe: an image is flagged when the probability of its likeliest
+    safety label, scored zero-shot against these plus neutral labels, reaches `threshold`."""
+
+    labels: list[Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]] = Field(
+        min_length=1, max_length=MAX_SAFETY_LABELS)
+    threshold: float = Field(0.5, gt=0.0, le=1.0)
+
+
+class SafetyVerdict(_Model):
+    """The outcome of one safety check; results carry it as `data["safety"]` (see `safety_of`)."""
+
+    flagged: bool
+    top_label: str  # the likeliest safety label
+    top_score: float = Field(ge=0.0, le=1.0)
+    threshold: float
+    scores: dict[str, float]  # every label scored, safety and neutral
+
+
+def safety_of(data: dict[str, Any]) -> SafetyVerdict | None:
+    """The verdict in a Result's data, or None when the image was not checked."""
+    raw = data.get("safety")
+    return None if raw is None else SafetyVerdict.model_validate(raw)
+
+
 class ClassifyJob(_JobBase):
     kind: Literal["classify"] = "classify"
     image: str  # blob key
     labels: list[Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]] = Field(
         min_length=MIN_LABELS, max_length=MAX_LABELS
     )
+    safety: SafetyPolicy | None = None  # check the uploaded image first; flagged: the job fails privately
 
 
 class GalleryItem(_Model):
@@ -73,6 +112,7 @@ class IndexJob(_JobBase):
     kind: Literal["index"] = "index"
     add: list[GalleryItem] = Field(default_factory=list, max_length=100)
     delete: list[str] = Field(default_factory=list, max_length=1000)  # item ids
+    safety: SafetyPolicy | None = None  # flagged images are rejected, never indexed
 
 
 class FindJob(_JobBase):
@@ -106,6 +146,7 @@ class ImagineJob(_JobBase):
     init_image: str | None = None  # blob key
     init_weight: float = Field(default=0.0, ge=0.0, le=100.0)
     image_prompts: list[ImagePrompt] = Field(default_factory=list, max_length=4)
+    safety: SafetyPolicy | None = None  # the init image is refused if flagged; the result is marked
 
 
 Job = Annotated[Union[ClassifyJob, IndexJob, FindJob, ImagineJob], Field(discriminator="kind")]

@@ -166,6 +166,10 @@ class Settings(BaseSettings):
     dev_guild: int | None = Field(None, ge=1, description="Server id: register the slash commands in this server only, where they appear at once (testing). Unset: globally, which can take up to an hour to appear.")
     discord_retry_min_s: float = Field(2.0, gt=0, le=600, description="First wait before retrying when Discord cannot be reached at start; doubles up to `CLIPBOT_DISCORD_RETRY_MAX_S`.")
     discord_retry_max_s: float = Field(120.0, gt=0, le=3600, description="Longest wait between two attempts to reach Discord.")
+    daily_quota: int = Field(0, ge=0, le=100_000, description="Generations one member may start per server per UTC day (resets at midnight UTC); 0 = unlimited (a server's /config overrides it).")
+    safety_labels: str = Field("", max_length=2600, description="Comma-separated labels the safety check flags (a server's /config overrides them); empty: no check unless a server sets labels. README: a starting list for real CLIP models.")
+    safety_threshold: float = Field(0.5, gt=0, le=1, description="Probability of the likeliest safety label at which an image is flagged (a server's /config overrides it).")
+    contest_close_lease_s: float = Field(120.0, ge=5, le=3600, description="How long a bot process that claimed a contest's close may take to post it before another process (or itself after a restart) takes over.")
 
     @field_validator("engines")
     @classmethod

@@ -17,6 +17,7 @@ from worker.api import JobCancelled, JobContext, JobError, Outcome
 from worker.clip.classify import DEFAULT_TEMPLATES, classify, validate_templates
 from worker.clip.gallery import MAX_ITEMS, Gallery, NewItem
 from worker.clip.model import Clip, get_clip
+from worker.clip.safety import refuse_if_flagged
 from jobs.validation.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,12 @@ class ClipHandlers:
 
     def classify(self, job: ClassifyJob, ctx: JobContext) -> Outcome:
         image = self._image(ctx, job.image)
+        verdict = refuse_if_flagged(self.clip, image, job.safety, what=f"classify {job.id}", templates=self.templates)
         ranked = classify(self.clip, image, job.labels, self.templates)
-        return Outcome({"labels": [{"label": label, "score": score} for label, score in ranked]})
+        data = {"labels": [{"label": label, "score": score} for label, score in ranked]}
+        if verdict is not None:
+            data["safety"] = verdict.model_dump()
+        return Outcome(data)
 
     # ------------------------------------------------------------------ index
 
@@ -96,9 +101,12 @@ class ClipHandlers:
             batch, images = [], []
             for it in todo[start: start + EMBED_BATCH]:
                 try:
-                    images.append(self._image(ctx, it.image))
+                    image = self._image(ctx, it.image)
+                    refuse_if_flagged(self.clip, image, job.safety, what=f"gallery item {it.item_id}",
+                                      templates=self.templates)
+                    images.append(image)
                     batch.append(it)
-                except JobError as e:  # ImageRejected or an expired blob
+                except JobError as e:  # ImageRejected, an expired blob, or the safety check
                     rejected.append({"item_id": it.item_id, "reason": str(e)})
             if images:
                 vectors = self.clip.embed_images(images).numpy()

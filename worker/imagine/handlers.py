@@ -12,11 +12,14 @@ import logging
 
 from worker.imagine.engine import ImagineEngine
 from worker.imagine.memory import MemoryPlanner, describe
+from worker.imagine.safety_gate import SafetyGate
 from worker.imagine.vqgan import load_vqgan
 
 log = logging.getLogger(__name__)
 
-def build(settings, device: str | None = None) -> ImagineEngine:
+
+
+def build(settings, device: str | None = None) -> SafetyGate:
     from worker.clip.model import get_clip
 
     clip = get_clip(settings.clip_model, device)
@@ -27,7 +30,7 @@ def build(settings, device: str | None = None) -> ImagineEngine:
         use_gpu_speedups(engine, settings.gpu_memory_fraction)
     log.info("imagine engine: VQGAN %s, CLIP %r, %s, memory %s", vqgan.info(), clip, engine.config,
              describe(engine.memory))
-    return engine
+    return SafetyGate(engine, clip)  # jobs with a SafetyPolicy: init image checked, result marked
 
 
 def use_gpu_speedups(engine: ImagineEngine, memory_fraction: float) -> None:
