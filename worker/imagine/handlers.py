@@ -18,7 +18,6 @@ from worker.imagine.vqgan import load_vqgan
 log = logging.getLogger(__name__)
 
 
-
 def build(settings, device: str | None = None) -> SafetyGate:
     from worker.clip.model import get_clip
 
