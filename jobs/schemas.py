@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 # Bounds that both the bot (before queueing) and the worker (before running) enforce.
-MAX_LABELS = 25
+MAX_LABELS = 25  # what one Discord command option can carry
+MAX_JOB_LABELS = 1000  # a ClassifyJob (CLI --labels-file, ImageNet-sized label sets)
 MIN_LABELS = 2
 MAX_LABEL_CHARS = 100
 MAX_PROMPT_CHARS = 300
@@ -51,7 +52,7 @@ class ClassifyJob(_JobBase):
     kind: Literal["classify"] = "classify"
     image: str  # blob key
     labels: list[Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]] = Field(
-        min_length=MIN_LABELS, max_length=MAX_LABELS
+        min_length=MIN_LABELS, max_length=MAX_JOB_LABELS
     )
 
 

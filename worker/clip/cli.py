@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.schemas import MAX_QUERY_CHARS, MAX_TOP, ClassifyJob, FindJob, GalleryItem, IndexJob
+from jobs.schemas import MAX_JOB_LABELS, MAX_LABELS, MAX_QUERY_CHARS, MAX_TOP, ClassifyJob, FindJob, GalleryItem, IndexJob
 from worker.api import JobError
 from jobs.validation.labels import validate_labels
 from jobs.validation.images import DEFAULT_MAX_BYTES, ImageRejected, decode_image, describe_content, sniff_image_type
@@ -36,6 +36,7 @@ from jobs.validation.images import DEFAULT_MAX_BYTES, ImageRejected, decode_imag
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".avif", ".svg"}
 EMBED_BATCH = 32
 INDEX_BATCH = 100  # IndexJob.add limit
+TABLE_ROWS = 10  # best labels the table shows when there are more than a Discord command's worth
 
 
 def _note(msg: str) -> None:
@@ -47,11 +48,32 @@ def _note(msg: str) -> None:
 
 def add_classify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
-    p.add_argument("--labels", required=True, help='comma-separated labels, e.g. "red circle,blue square,star"')
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--labels", help='comma-separated labels, e.g. "red circle,blue square,star"')
+    which.add_argument("--labels-file", metavar="FILE",
+                       help=f"one label per line, up to {MAX_JOB_LABELS:,} (blank lines and # comments ignored)")
+
+
+def read_labels_file(path: Path) -> list[str]:
+    """Labels of a file, one per line; blank lines and lines starting with '#' are skipped.
+    Commas stay inside a label ("tench, Tinca tinca" is one ImageNet class)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise JobError(f"{path}: no such labels file") from None
+    except UnicodeDecodeError:
+        raise JobError(f"{path} is not a UTF-8 text file with one label per line") from None
+    except OSError as e:
+        raise JobError(f"Cannot read the labels file {path}: {e.strerror or e}") from None
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def classify_main(args, runner) -> int:
-    labels = validate_labels(args.labels)
+    if args.labels_file:
+        labels = validate_labels(read_labels_file(Path(args.labels_file)), max_labels=MAX_JOB_LABELS)
+    else:
+        labels = validate_labels(args.labels, max_labels=MAX_JOB_LABELS)
     results, failed = [], 0
     for path in args.images:
         try:
@@ -69,10 +91,13 @@ def classify_main(args, runner) -> int:
             if r.get("error"):
                 continue
             print(r["image"])
-            width = max(len(x["label"]) for x in r["labels"])
-            for x in r["labels"]:
+            shown = r["labels"][:TABLE_ROWS] if len(r["labels"]) > MAX_LABELS else r["labels"]
+            width = max(len(x["label"]) for x in shown)
+            for x in shown:
                 bar = "█" * round(x["score"] * 30)
                 print(f"  {x['label']:<{width}}  {x['score']:.3f}  {bar}")
+            if len(shown) < len(r["labels"]):
+                print(f"  ... {len(r['labels']) - len(shown):,} more labels (all of them with --json)")
     return 1 if failed else 0
 
 

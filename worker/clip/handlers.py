@@ -14,7 +14,7 @@ import redis
 
 from jobs.schemas import ClassifyJob, FindJob, IndexJob
 from worker.api import JobCancelled, JobContext, JobError, Outcome
-from worker.clip.classify import DEFAULT_TEMPLATES, classify, validate_templates
+from worker.clip.classify import DEFAULT_TEMPLATES, LabelCache, classify, validate_templates
 from worker.clip.gallery import MAX_ITEMS, Gallery, NewItem
 from worker.clip.model import Clip, get_clip
 from jobs.validation.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
@@ -38,6 +38,7 @@ class ClipHandlers:
                  gallery_max_items: int = MAX_ITEMS):
         self.clip = clip
         self.templates = validate_templates(templates)
+        self.labels = LabelCache(clip, self.templates)  # a repeated label set is embedded once per worker
         self.max_image_bytes, self.max_image_pixels = max_image_bytes, max_image_pixels
         self._redis = redis_client
         self._gallery_args = dict(prefix=prefix, max_items=gallery_max_items)
@@ -63,7 +64,7 @@ class ClipHandlers:
 
     def classify(self, job: ClassifyJob, ctx: JobContext) -> Outcome:
         image = self._image(ctx, job.image)
-        ranked = classify(self.clip, image, job.labels, self.templates)
+        ranked = classify(self.clip, image, job.labels, self.templates, cache=self.labels)
         return Outcome({"labels": [{"label": label, "score": score} for label, score in ranked]})
 
     # ------------------------------------------------------------------ index
