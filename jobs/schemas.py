@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 # Bounds that both the bot (before queueing) and the worker (before running) enforce.
 MAX_LABELS = 25  # what one Discord command option can carry
@@ -74,10 +74,19 @@ class IndexJob(_JobBase):
 
 
 class FindJob(_JobBase):
+    """A text query, an image (any blob: an upload, a gallery item's or a generation's picture), or
+    both: then the two unit embeddings are added and renormalised (equal weights)."""
+
     kind: Literal["find"] = "find"
     query: str | None = Field(default=None, min_length=1, max_length=MAX_QUERY_CHARS)
-    image: str | None = None  # blob key: search by image instead of text
+    image: str | None = None  # blob key: search by image instead of (or as well as) text
     top: int = Field(default=5, ge=1, le=MAX_TOP)
+
+    @model_validator(mode="after")
+    def _text_or_image(self) -> FindJob:
+        if self.query is None and self.image is None:
+            raise ValueError("give a text to search for, an image to find similar ones, or both")
+        return self
 
 
 class ImagePrompt(_Model):

@@ -119,7 +119,10 @@ def _read_image_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
 
 
 def add_find_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("query", help="what to look for, e.g. \"a red circle on a blue background\"")
+    p.add_argument("query", nargs="?", default=None,
+                   help="what to look for, e.g. \"a red circle on a blue background\" (optional with --image)")
+    p.add_argument("--image", metavar="PATH", default=None,
+                   help="find images similar to this one (with a QUERY too: both count equally)")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of images to search (recursively)")
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many results (default 5)")
     p.add_argument("--cache-dir", metavar="DIR", default=None,
@@ -277,15 +280,27 @@ def search_matrix(matrix: np.ndarray, query: np.ndarray, top: int) -> list[tuple
 def find_main(args, runner) -> int:
     if args.top < 1:
         raise JobError("--top must be at least 1")
-    query = args.query.strip()
-    if not query:
-        raise JobError("The search text is empty: describe the image you are looking for.")
+    query = args.query
+    if query is not None:
+        query = query.strip()
+        if not query:
+            raise JobError("The search text is empty: describe the image you are looking for.")
+    image = None
+    if args.image is not None:
+        data = _read_image_file(Path(args.image))
+        try:
+            decode_image(data)  # refuse a bad file before any model loads or upload
+        except ImageRejected as e:
+            raise JobError(f"--image {args.image}: {e}") from None
+        image = data
+    if query is None and image is None:
+        raise JobError("Give a text to search for, --image PATH to find similar images, or both.")
     folder = Path(args.images)
     cache_dir = Path(args.cache_dir) if getattr(args, "cache_dir", None) else default_cache_dir()
     if getattr(args, "redis", None):
-        hits = _find_via_queue(args, runner, folder, query, cache_dir)
+        hits = _find_via_queue(args, runner, folder, query, image, cache_dir)
     else:
-        hits = _find_locally(args, folder, query, cache_dir)
+        hits = _find_locally(args, folder, query, image, cache_dir)
     if args.json:
         print(json.dumps(hits))
     elif not hits:
@@ -306,7 +321,9 @@ def _local_clip(args):
     return get_clip(name, None if settings.device == "auto" else settings.device)
 
 
-def _find_locally(args, folder: Path, query: str, cache_dir: Path) -> list[dict]:
+def _find_locally(args, folder: Path, query: str | None, image: bytes | None, cache_dir: Path) -> list[dict]:
+    from worker.clip.query import query_vector
+
     clip = _local_clip(args)
     cache = EmbeddingCache(cache_dir, f"{clip.fingerprint}:{clip.dim}", clip.dim)
     try:
@@ -320,7 +337,7 @@ def _find_locally(args, folder: Path, query: str, cache_dir: Path) -> list[dict]
           f"{len(idx.skipped)} skipped) in {time.perf_counter() - t0:.1f}s")
     if not idx.paths:
         raise JobError(f"No images found in {folder}.")
-    q = clip.embed_texts([query])[0].numpy()
+    q = query_vector(clip, query, None if image is None else decode_image(image, min_side=2 * clip.image_size))
     return [{"path": str(folder / idx.paths[i]), "score": s} for i, s in search_matrix(idx.embeddings, q, args.top)]
 
 
@@ -330,10 +347,11 @@ def folder_gallery_id(folder: Path) -> int:
     return -int(digest[:15], 16) - 1
 
 
-def _find_via_queue(args, runner, folder: Path, query: str, cache_dir: Path) -> list[dict]:
+def _find_via_queue(args, runner, folder: Path, query: str | None, image: bytes | None,
+                    cache_dir: Path) -> list[dict]:
     if args.top > MAX_TOP:
         raise JobError(f"With --redis, --top can be at most {MAX_TOP}.")
-    if len(query) > MAX_QUERY_CHARS:
+    if query is not None and len(query) > MAX_QUERY_CHARS:
         raise JobError(f"With --redis, the query can be at most {MAX_QUERY_CHARS} characters.")
     guild = folder_gallery_id(folder)
     scan = scan_folder(folder)
@@ -399,5 +417,6 @@ def _find_via_queue(args, runner, folder: Path, query: str, cache_dir: Path) -> 
           f"{totals['unchanged']} cached, {totals['deleted']} removed, {len(rejected) + len(scan.skipped)} skipped) on {args.redis}")
     if not ids:
         raise JobError(f"No images found in {folder}.")
-    hits = runner.run(FindJob(guild=guild, query=query, top=args.top)).data["hits"]
+    key = None if image is None else runner.put_blob(image)
+    hits = runner.run(FindJob(guild=guild, query=query, image=key, top=args.top)).data["hits"]
     return [{"path": str(folder / h["caption"]), "score": h["score"]} for h in hits]

@@ -17,6 +17,7 @@ from worker.api import JobCancelled, JobContext, JobError, Outcome
 from worker.clip.classify import DEFAULT_TEMPLATES, LabelCache, classify, validate_templates
 from worker.clip.gallery import MAX_ITEMS, Gallery, NewItem
 from worker.clip.model import Clip, get_clip
+from worker.clip.query import query_vector
 from jobs.validation.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
 
 log = logging.getLogger(__name__)
@@ -118,20 +119,15 @@ class ClipHandlers:
     # ------------------------------------------------------------------ find
 
     def find(self, job: FindJob, ctx: JobContext) -> Outcome:
-        """Top K gallery items for a text query, an image, or both (their embeddings averaged)."""
+        """Top K gallery items for a text query, an image, or both (see `query_vector`)."""
         guild = LOCAL_GALLERY if job.guild is None else job.guild
-        parts = []
-        if job.query is not None:
-            query = job.query.strip()
-            if not query:
-                raise JobError("The search text is empty: describe the image you are looking for.")
-            parts.append(self.clip.embed_texts([query])[0])
+        image = None
         if job.image is not None:
-            parts.append(self.clip.embed_images([self._image(ctx, job.image)])[0])
-        if not parts:
-            raise JobError("Give a text to search for, or an image to find similar ones.")
-        q = sum(parts)
-        q = (q / q.norm()).numpy()
+            try:
+                image = self._image(ctx, job.image)
+            except JobError as e:
+                raise JobError(f"The image to search with cannot be used: {e}") from None
+        q = query_vector(self.clip, job.query, image)
         hits = self.gallery.search(guild, q, top=job.top)
         return Outcome({"hits": [h.as_dict() for h in hits], "total": self.gallery.count(guild)})
 
