@@ -20,6 +20,7 @@ MAX_LABEL_CHARS = 100
 MAX_PROMPT_CHARS = 300
 MAX_QUERY_CHARS = 300
 MAX_TOP = 10
+MAX_COUNT = 4  # pictures (seeds) one imagine job may ask for
 
 
 def new_id() -> str:
@@ -104,6 +105,12 @@ class ImagineJob(_JobBase):
     init_image: str | None = None  # blob key
     init_weight: float = Field(default=0.0, ge=0.0, le=100.0)
     image_prompts: list[ImagePrompt] = Field(default_factory=list, max_length=4)
+    # Variations: `count` pictures of one prompt, seeds seed, seed+1, ... (mod 2**63), run as one batch.
+    count: int = Field(default=1, ge=1, le=MAX_COUNT)
+    # Lineage of a refine (init_image = a picture of an earlier result): the job it came from and,
+    # when that job made several pictures, which one (1-based, as `pictures[].index` in its Result).
+    parent: str | None = Field(default=None, min_length=1, max_length=64)
+    parent_index: int | None = Field(default=None, ge=1, le=MAX_COUNT)
 
 
 Job = Annotated[Union[ClassifyJob, IndexJob, FindJob, ImagineJob], Field(discriminator="kind")]

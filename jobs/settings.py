@@ -83,6 +83,8 @@ class ImagineConfig(BaseModel):
     time_budget_s: float = Field(600.0, gt=0, description="A job stops (and delivers what it has) after this long.")
     batch_size: int = Field(4, ge=1, le=64, description="Same-size jobs one worker optimises together.")
     decode_per_image: Literal["auto"] | bool = Field("auto", description="`auto`: decode per image on CPU (bit-identical to solo) and batched on GPU; or true / false.")
+    frames: int = Field(8, ge=0, le=16, description="Evenly spaced pictures of the timelapse kept at full size, so a member can pick an earlier one (the last is the final picture). 0: none.")
+    frames_max_bytes: int = Field(4 * 1024 * 1024, ge=0, description="Most PNG bytes of those frames per job (a variations job's pictures share it); past it every other earlier frame is dropped.")
 
     @field_validator("canvas")
     @classmethod
@@ -159,6 +161,7 @@ class Settings(BaseSettings):
     sync_commands: bool = Field(True, description="Bulk-overwrite the global slash commands at start.")
     guild_ready_timeout_s: float = Field(2.0, ge=0, le=600, description="How long discord.py waits for guilds after READY.")
     events_consumer: str = Field("bot", min_length=1, max_length=64, description="The bot's consumer name in the events group. Keep it stable across restarts (entries read but not acked are read again); one name per bot process.")
+    refine_steps: int | None = Field(None, ge=1, le=10_000, description="Steps of a Refine (a picture's prompt run again, starting from that picture). Unset: the steps of the job that made it.")
 
     @field_validator("engines")
     @classmethod
