@@ -47,6 +47,7 @@ from jobs.settings import ImagineConfig  # the engine's knobs (CLIPBOT_IMAGINE_<
 from worker.api import JobCancelled, JobContext, JobError, Outcome
 from jobs.validation.images import decode_image, encode_png
 from worker.imagine import media
+from worker.imagine.frames import FrameKeeper
 from jobs.validation.prompts import MAX_WEIGHT, parse_prompts
 from worker.imagine.vqgan import VQGAN
 
@@ -96,6 +97,7 @@ class _Run:
     init_weight: float
     opt: torch.optim.Optimizer
     frame_every: int
+    keeper: FrameKeeper  # full-size frames a member can pick instead of the final picture
     step: int = 0
     loss: float = math.nan
     started: float = 0.0
@@ -246,7 +248,7 @@ class ImagineEngine:
             pos_targets=targets_t[positive], pos_weights=weights_t[positive],
             gen=gen, z=z, z_init=z_init, init_weight=init_weight,
             opt=torch.optim.Adam([z], lr=cfg.lr),
-            frame_every=max(1, math.ceil(steps / max(1, cfg.gif_frames - 1))),
+            frame_every=max(1, math.ceil(steps / max(1, cfg.gif_frames - 1))), keeper=FrameKeeper(steps, cfg.frames),
         )
 
     def _canvas(self, fh: int, fw: int) -> Tensor | None:
@@ -338,13 +340,16 @@ class ImagineEngine:
         measured on, one update behind z: close enough for a preview, and free."""
         cfg = self.config
         want_frame = r.step % r.frame_every == 0  # the timelapse starts from the initial picture
+        want_pick = r.keeper.wants(r.step)  # `image` is the picture after r.step updates
         r.step += 1
         want_preview = cfg.preview_every > 0 and r.step % cfg.preview_every == 0 and r.step < r.steps
-        if not (want_frame or want_preview):
+        if not (want_frame or want_preview or want_pick):
             if r.step == r.steps:
                 r.ctx.progress(r.step, r.steps, r.loss, None)  # the Result carries the final picture
             return
         frame = media.to_uint8(image)
+        if want_pick:
+            r.keeper.keep(r.step - 1, frame)
         if want_frame:
             r.frames.append(np.asarray(media.fit_crisp(frame, cfg.gif_size)))  # keep only what the GIF needs
         if want_preview:
@@ -437,7 +442,10 @@ class ImagineEngine:
             "clip_score": None if math.isnan(clip_score) else round(clip_score, 4),
             "model": self.model_name, "loss": round(r.loss, 5),
         }
-        return Outcome(data=data, blobs={"png": png, "gif": gif})
+        if r.job.parent is not None:
+            data.update(parent=r.job.parent, parent_index=r.job.parent_index)
+        data["frames"], frames = r.keeper.encode(text, cfg.frames_max_bytes)
+        return Outcome(data=data, blobs={"png": png, "gif": gif, **frames})
 
 
 def as_job(job: ImagineJob | Mapping[str, Any]) -> ImagineJob:

@@ -1,4 +1,5 @@
-"""What the queue worker needs from the imagine engine: `build(settings, device) -> ImagineEngine`.
+"""What the queue worker needs from the imagine engine: `build(settings, device) -> VariationsEngine`
+(an ImagineEngine that also runs count > 1 jobs as one batch of seeds).
 
 Models load once here, when the worker starts. The CLIP is shared with the CLIP engine
 (`get_clip`). Engine knobs are `settings.imagine` (CLIPBOT_IMAGINE_<FIELD>, e.g.
@@ -11,11 +12,12 @@ from __future__ import annotations
 import logging
 
 from worker.imagine.engine import ImagineEngine
+from worker.imagine.variations import VariationsEngine
 from worker.imagine.vqgan import load_vqgan
 
 log = logging.getLogger(__name__)
 
-def build(settings, device: str | None = None) -> ImagineEngine:
+def build(settings, device: str | None = None) -> VariationsEngine:
     from worker.clip.model import get_clip
 
     clip = get_clip(settings.clip_model, device)
@@ -23,4 +25,4 @@ def build(settings, device: str | None = None) -> ImagineEngine:
                        allow_pickle=settings.vqgan_allow_pickle)
     engine = ImagineEngine(clip, vqgan, settings.imagine)
     log.info("imagine engine: VQGAN %s, CLIP %r, %s", vqgan.info(), clip, engine.config)
-    return engine
+    return VariationsEngine(engine)
