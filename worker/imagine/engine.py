@@ -209,6 +209,8 @@ class ImagineEngine:
 
     def _prepare(self, job: ImagineJob, ctx: JobContext) -> _Run:
         cfg = self.config
+        if job.count != 1:  # VariationsEngine splits such a job into count=1 jobs before they get here
+            raise JobError("This engine makes one picture per job; serve variations with VariationsEngine.")
         prompts = parse_prompts(job.prompt)
         width, height = self.resolve_size(job.width, job.height)
         steps = self.resolve_steps(job.steps)
