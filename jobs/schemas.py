@@ -82,10 +82,13 @@ class FindJob(_JobBase):
     query: str | None = Field(default=None, min_length=1, max_length=MAX_QUERY_CHARS)
     image: str | None = None  # blob key: search by image instead of (or as well as) text
     top: int = Field(default=5, ge=1, le=MAX_TOP)
+    # An item of this guild's gallery: its stored embedding is the image (no blob needed, so it works
+    # after the upload's blob expired), and the item itself is left out of the hits.
+    item: str | None = Field(default=None, min_length=1, max_length=128)
 
     @model_validator(mode="after")
     def _text_or_image(self) -> FindJob:
-        if self.query is None and self.image is None:
+        if self.query is None and self.image is None and self.item is None:
             raise ValueError("give a text to search for, an image to find similar ones, or both")
         return self
 

@@ -160,3 +160,17 @@ def test_find_with_a_missing_or_bad_image_fails_clearly(runner, blob, message):
     key = "0" * 32 if blob is None else runner.put_blob(blob)
     with pytest.raises(JobError, match=message):
         runner.run(FindJob(guild=GUILD, image=key, query="also text"))
+
+
+def test_find_similar_to_a_gallery_item_without_its_blob(runner):
+    runner.run(index_job(runner, range(6)))
+    by_item = runner.run(FindJob(guild=GUILD, item="m2:0", top=3)).data["hits"]
+    by_pixels = runner.run(FindJob(guild=GUILD, image=runner.put_blob(png(2)), top=4)).data["hits"]
+    assert by_pixels[0]["item_id"] == "m2:0"  # the image itself; the item search leaves it out
+    assert [h["item_id"] for h in by_item] == [h["item_id"] for h in by_pixels[1:]]
+    for a, b in zip(by_item, by_pixels[1:]):
+        assert a["score"] == pytest.approx(b["score"], abs=3e-3)  # float16 storage
+    with pytest.raises(JobError, match="no longer in this server's gallery"):
+        runner.run(FindJob(guild=GUILD, item="m99:0"))
+    with pytest.raises(JobError, match="no longer in this server's gallery"):
+        runner.run(FindJob(guild=GUILD + 1, item="m2:0"))  # another server's item

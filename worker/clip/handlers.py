@@ -119,7 +119,7 @@ class ClipHandlers:
     # ------------------------------------------------------------------ find
 
     def find(self, job: FindJob, ctx: JobContext) -> Outcome:
-        """Top K gallery items for a text query, an image, or both (see `query_vector`)."""
+        """Top K gallery items for a text query, an image (a blob or a gallery item), or both (see `query_vector`)."""
         guild = LOCAL_GALLERY if job.guild is None else job.guild
         image = None
         if job.image is not None:
@@ -127,8 +127,14 @@ class ClipHandlers:
                 image = self._image(ctx, job.image)
             except JobError as e:
                 raise JobError(f"The image to search with cannot be used: {e}") from None
-        q = query_vector(self.clip, job.query, image)
-        hits = self.gallery.search(guild, q, top=job.top)
+        stored = None
+        if job.item is not None:
+            stored = self.gallery.embedding(guild, job.item)
+            if stored is None:
+                raise JobError("That image is no longer in this server's gallery, so there is nothing to compare with.")
+        q = query_vector(self.clip, job.query, image, stored)
+        hits = self.gallery.search(guild, q, top=job.top + (job.item is not None))
+        hits = [h for h in hits if h.item_id != job.item][: job.top]  # an item is not "similar" to itself
         return Outcome({"hits": [h.as_dict() for h in hits], "total": self.gallery.count(guild)})
 
 
