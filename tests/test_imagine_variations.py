@@ -38,7 +38,7 @@ def drive(eng) -> dict:
 
 def test_count_makes_k_pictures_equal_to_count_1_jobs_of_the_next_seeds(models):
     job = ImagineJob(prompt="a red circle", seed=40, steps=8, count=3)
-    out, ctx = run(models, job)
+    out, _ = run(models, job)
     d = out.data
     assert d["count"] == 3 and d["grid"] == "grid" and [p["index"] for p in d["pictures"]] == [1, 2, 3]
     assert [p["seed"] for p in d["pictures"]] == [40, 41, 42] and d["seed"] == 40
@@ -213,3 +213,13 @@ def test_old_imagine_jobs_still_parse():
     job = ImagineJob.model_validate_json(old)
     assert (job.count, job.parent, job.parent_index) == (1, None, None)
     assert png_bytes()  # the helper module's fixtures stay importable here
+
+
+def test_a_failing_picture_fails_its_group_once(models):
+    eng = engine(models, time_budget_s=1e-6, batch_size=2)
+    group = ImagineJob(prompt="a red circle", seed=1, steps=5, count=3)
+    eng.add(group, RecordingContext(group))
+    results = drive(eng)
+    assert list(results) == [group.id] and isinstance(results[group.id], JobError)
+    assert "time budget" in str(results[group.id])
+    assert eng.active == 0 and not eng._groups and not eng._pending

@@ -63,6 +63,11 @@ def _read(path: str, what: str) -> bytes:
         raise JobError(f"Cannot read the {what} {path}: {e.strerror or e}.") from None
 
 
+def _named(path: Path, index: int) -> Path:
+    """Where picture `index` of a variations job goes: FILE.png, FILE-2.png, ..."""
+    return path if index == 1 else path.with_name(f"{path.stem}-{index}{path.suffix}")
+
+
 def imagine_main(args, runner) -> int:
     parse_prompts(args.prompt)  # fail fast, before any model loads or upload
     if args.init_weight and not args.init_image:
@@ -86,12 +91,11 @@ def imagine_main(args, runner) -> int:
     d = outcome.data
     pictures = d.get("pictures") or [{"index": 1, "seed": d["seed"], "clip_score": d["clip_score"],
                                       "png": "png", "gif": "gif"}]
-    named = lambda path, i: path if i == 1 else path.with_name(f"{path.stem}-{i}{path.suffix}")  # noqa: E731
     writes = []
     for p in pictures:
-        writes.append((named(out, p["index"]), outcome.blobs[p["png"]]))
+        writes.append((_named(out, p["index"]), outcome.blobs[p["png"]]))
         if gif_out is not None:
-            writes.append((named(gif_out, p["index"]), outcome.blobs[p["gif"]]))
+            writes.append((_named(gif_out, p["index"]), outcome.blobs[p["gif"]]))
     grid_out = out.with_name(f"{out.stem}-grid{out.suffix}") if "grid" in d else None
     if grid_out is not None:
         writes.append((grid_out, outcome.blobs[d["grid"]]))
@@ -105,7 +109,7 @@ def imagine_main(args, runner) -> int:
               "width": d["width"], "height": d["height"], "prompt": d["prompt"], "model": d["model"]}
     if grid_out is not None:
         report["grid"] = str(grid_out)
-        report["pictures"] = [{"out": str(named(out, p["index"])), "seed": p["seed"], "clip_score": p["clip_score"]}
+        report["pictures"] = [{"out": str(_named(out, p["index"])), "seed": p["seed"], "clip_score": p["clip_score"]}
                               for p in pictures]
     if args.json:
         print(json.dumps(report))

@@ -202,19 +202,19 @@ class VariationsEngine:
                 job, ctx = head
                 try:
                     self.engine.add(job, ctx)
-                except Exception as e:  # noqa: BLE001 - reported as this job's end, like the engine's own
+                except Exception as e:  # reported as this job's end, like the engine's own
                     if head is raising:
                         raise
                     self._finished.append((job, e))
                 continue
             if len(head.to_feed) > free and self.engine.active > 0:
                 return  # wait for room, so the pictures start (and finish) together
-            while head.to_feed and self.engine.active < self.engine.capacity:
+            while head.to_feed and head.error is None and self.engine.active < self.engine.capacity:
                 i = head.to_feed.popleft()
                 self._groups[head.subs[i].id] = (head, i)
                 try:
                     self.engine.add(head.subs[i], _SubContext(head, i))
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:  # becomes the group's error
                     if head is raising:
                         head.error, head.done = e, True  # pictures already in stop as cancelled, unreported
                         self._groups.pop(head.subs[i].id, None)
@@ -253,7 +253,7 @@ class VariationsEngine:
             group.done = True
             try:
                 outcome = self._merge(group)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # the job's end, as an engine error would be
                 outcome = e
             self._finished.append((group.job, outcome))
 
