@@ -74,6 +74,31 @@ def measure(clip, repeats_b1: int, repeats_b32: int) -> dict:
             "b32_images_per_s": round(32 / median(b32), 2), "b32_ms_per_batch": round(1000 * median(b32), 1)}
 
 
+def measure_many_labels(clip, n: int) -> dict:
+    """One classify job over n labels x the 8 default templates (ImageNet-sized for n = 1000) in a
+    fresh handler: the first job embeds n * 8 prompts (TEXT_BATCH per forward pass), the second
+    finds every label vector in the handler's LabelCache and embeds only its image."""
+    from jobs.schemas import ClassifyJob
+    from worker.api import QuietContext
+    from worker.clip.handlers import ClipHandlers
+
+    labels = [f"{c} {s} {i}" for i, (c, s) in enumerate(
+        (c, s) for c in ("red", "green", "blue", "yellow", "orange", "purple", "white", "black", "grey", "pink")
+        for s in ("circle", "square", "triangle", "star") * 30)][:n]
+    ctx = QuietContext({"a" * 32: shape_pngs(1)[0]})
+    handlers = ClipHandlers(clip)
+    job = ClassifyJob(image="a" * 32, labels=labels)
+    t = time.perf_counter()
+    handlers.classify(job, ctx)
+    first = time.perf_counter() - t
+    cached = []
+    for _ in range(3):
+        t = time.perf_counter()
+        handlers.classify(job, ctx)
+        cached.append(time.perf_counter() - t)
+    return {f"labels{n}_first_s": round(first, 3), f"labels{n}_cached_ms": round(1000 * median(cached), 2)}
+
+
 def run(quick: bool = False, tiny: bool = False) -> dict:
     from bench.gpu_imagine import vit_b_32_clip
     from bench.models import SHIPPED_CLIP, random_clip_dir, shipped_present
@@ -91,6 +116,7 @@ def run(quick: bool = False, tiny: bool = False) -> dict:
             note = {"shapes_clip": "shipped" if have else "random (shipped architecture; models/clip-shapes absent)"}
     r1, r32 = (3, 1) if tiny else ((10, 2) if quick else (50, 5))
     out = {f"shapes_{k}": v for k, v in measure(shapes, r1, r32).items()}
+    out.update({f"shapes_{k}": v for k, v in measure_many_labels(shapes, 50 if tiny else 1000).items()})
     del shapes
     big = vit_b_32_clip(torch.device("cpu"), torch.float32, tiny=tiny)
     r1, r32 = (3, 1) if tiny else ((5, 1) if quick else (20, 3))

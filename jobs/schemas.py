@@ -11,17 +11,19 @@ import time
 import uuid
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 # Bounds that both the bot (before queueing) and the worker (before running) enforce.
-MAX_LABELS = 25
+MAX_LABELS = 25  # what one Discord command option can carry
+MAX_JOB_LABELS = 1000  # a ClassifyJob (CLI --labels-file, ImageNet-sized label sets)
 MIN_LABELS = 2
 MAX_LABEL_CHARS = 100
 MAX_PROMPT_CHARS = 300
 MAX_QUERY_CHARS = 300
 MAX_TOP = 10
 MAX_WEIGHT = 100.0  # |weight| of a prompt or image prompt: Adam is scale-free, larger values only risk overflow
+MAX_COUNT = 4  # pictures (seeds) one imagine job may ask for
 
 
 def new_id() -> str:
@@ -92,7 +94,7 @@ class ClassifyJob(_JobBase):
     kind: Literal["classify"] = "classify"
     image: str  # blob key
     labels: list[Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]] = Field(
-        min_length=MIN_LABELS, max_length=MAX_LABELS
+        min_length=MIN_LABELS, max_length=MAX_JOB_LABELS
     )
     safety: SafetyPolicy | None = None  # check the uploaded image first; flagged: the job fails privately
 
@@ -116,10 +118,22 @@ class IndexJob(_JobBase):
 
 
 class FindJob(_JobBase):
+    """A text query, an image (any blob: an upload, a gallery item's or a generation's picture), or
+    both: then the two unit embeddings are added and renormalised (equal weights)."""
+
     kind: Literal["find"] = "find"
     query: str | None = Field(default=None, min_length=1, max_length=MAX_QUERY_CHARS)
-    image: str | None = None  # blob key: search by image instead of text
+    image: str | None = None  # blob key: search by image instead of (or as well as) text
     top: int = Field(default=5, ge=1, le=MAX_TOP)
+    # An item of this guild's gallery: its stored embedding is the image (no blob needed, so it works
+    # after the upload's blob expired), and the item itself is left out of the hits.
+    item: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _text_or_image(self) -> FindJob:
+        if self.query is None and self.image is None and self.item is None:
+            raise ValueError("give a text to search for, an image to find similar ones, or both")
+        return self
 
 
 class ImagePrompt(_Model):
@@ -147,6 +161,12 @@ class ImagineJob(_JobBase):
     init_weight: float = Field(default=0.0, ge=0.0, le=100.0)
     image_prompts: list[ImagePrompt] = Field(default_factory=list, max_length=4)
     safety: SafetyPolicy | None = None  # the init image is refused if flagged; the result is marked
+    # Variations: `count` pictures of one prompt, seeds seed, seed+1, ... (mod 2**63), run as one batch.
+    count: int = Field(default=1, ge=1, le=MAX_COUNT)
+    # Lineage of a refine (init_image = a picture of an earlier result): the job it came from and,
+    # when that job made several pictures, which one (1-based, as `pictures[].index` in its Result).
+    parent: str | None = Field(default=None, min_length=1, max_length=64)
+    parent_index: int | None = Field(default=None, ge=1, le=MAX_COUNT)
 
 
 Job = Annotated[Union[ClassifyJob, IndexJob, FindJob, ImagineJob], Field(discriminator="kind")]

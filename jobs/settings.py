@@ -82,6 +82,8 @@ class ImagineConfig(BaseModel):
     time_budget_s: float = Field(600.0, gt=0, description="A job stops (and delivers what it has) after this long.")
     batch_size: int = Field(4, ge=1, le=64, description="Same-size jobs one worker optimises together.")
     decode_per_image: Literal["auto"] | bool = Field("auto", description="`auto`: decode per image on CPU (bit-identical to solo) and batched on GPU; or true / false.")
+    frames: int = Field(8, ge=0, le=16, description="Evenly spaced pictures of the timelapse kept at full size, so a member can pick an earlier one (the last is the final picture). 0: none.")
+    frames_max_bytes: int = Field(4 * 1024 * 1024, ge=0, description="Most PNG bytes of those frames per job (a variations job's pictures share it); past it every other earlier frame is dropped.")
 
     @field_validator("canvas")
     @classmethod
@@ -170,6 +172,7 @@ class Settings(BaseSettings):
     safety_labels: str = Field("", max_length=2600, description="Comma-separated labels the safety check flags (a server's /config overrides them); empty: no check unless a server sets labels. README: a starting list for real CLIP models.")
     safety_threshold: float = Field(0.5, gt=0, le=1, description="Probability of the likeliest safety label at which an image is flagged (a server's /config overrides it).")
     contest_close_lease_s: float = Field(120.0, ge=5, le=3600, description="How long a bot process that claimed a contest's close may take to post it before another process (or itself after a restart) takes over.")
+    refine_steps: int | None = Field(None, ge=1, le=10_000, description="Steps of a Refine (a picture's prompt run again, starting from that picture). Unset: the steps of the job that made it.")
 
     @field_validator("engines")
     @classmethod

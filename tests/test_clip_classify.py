@@ -104,3 +104,39 @@ def test_braces_in_labels_and_bad_templates():
     assert len(classify(clip, image(0), ["{0}", "{}{}"])) == 2
     with pytest.raises(ValueError, match="needs a"):
         classify(clip, image(0), ["a", "b"], templates=("no slot here",))
+
+
+def test_the_discord_limit_stays_25_and_jobs_take_1000():
+    from jobs.schemas import MAX_JOB_LABELS, ClassifyJob
+
+    many = [f"label {i}" for i in range(MAX_JOB_LABELS)]
+    with pytest.raises(JobError, match="the limit is 25"):
+        validate_labels(many)
+    assert len(validate_labels(many, max_labels=MAX_JOB_LABELS)) == 1000
+    assert len(ClassifyJob(image="k", labels=many).labels) == 1000
+    with pytest.raises(ValueError):
+        ClassifyJob(image="k", labels=many + ["one more"])
+
+
+def test_label_cache_embeds_only_new_labels_and_matches_the_uncached_vectors():
+    from worker.clip.classify import LabelCache
+
+    clip = tiny_clip()
+    cache = LabelCache(clip, DEFAULT_TEMPLATES, size=3)
+    prompts = []
+    hook = clip.model.text_model.register_forward_hook(lambda m, i, o: prompts.append(o.last_hidden_state.shape[0]))
+    try:
+        a = cache(["cat", "dog"])
+        b = cache(["dog", "cat", "bird"])  # only bird is new
+        assert prompts == [16, 8]
+        cache(["fish"])  # over the size: the least recently used (dog) goes
+        assert len(cache) == 3
+        prompts.clear()
+        cache(["dog"])
+        assert prompts == [8]
+    finally:
+        hook.remove()
+    assert torch.equal(a[0], b[1]) and torch.equal(a[1], b[0])
+    assert torch.allclose(b, label_embeddings(clip, ["dog", "cat", "bird"]), atol=1e-6)
+    assert dict(classify(clip, image(3), ["cat", "dog"], cache=cache)) == pytest.approx(
+        dict(classify(clip, image(3), ["cat", "dog"])), abs=1e-6)

@@ -86,3 +86,71 @@ def test_python_m_worker_classify_end_to_end(tmp_path):
     out = json.loads(proc.stdout)
     assert out[0]["image"] == str(a) and len(out[0]["labels"]) == 2
     assert math.isclose(sum(x["score"] for x in out[0]["labels"]), 1, abs_tol=1e-6)
+
+
+def write_labels(path: Path, n: int) -> Path:
+    lines = ["# an ImageNet-style list: one class per line", ""]
+    lines += [f"class {i}, kind {i % 7}" for i in range(n)]  # commas stay inside a label
+    lines += ["", "CLASS 0, KIND 0", "   # an indented comment"]  # a case-insensitive duplicate merges
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def text_forwards(clip):
+    calls = []
+    hook = clip.model.text_model.register_forward_hook(lambda m, i, o: calls.append(o.last_hidden_state.shape[0]))
+    return calls, hook
+
+
+def test_classify_a_thousand_labels_from_a_file_embeds_them_once(tmp_path, capsys):
+    clip = tiny_clip()
+    # two templates (the default has 8) keep the test quick; the batching is the same
+    runner = LocalRunner(WorkerSetup(handlers=ClipHandlers(clip, templates=("{}", "a {}")).as_dict()))
+    labels = write_labels(tmp_path / "labels.txt", 1000)
+    a, b = write_png(tmp_path / "a.png", 1), write_png(tmp_path / "b.png", 2)
+    calls, hook = text_forwards(clip)
+    try:
+        assert classify_main(parse("classify", str(a), "--labels-file", str(labels), "--json"), runner) == 0
+        first = list(calls)
+        calls.clear()
+        assert classify_main(parse("classify", str(b), "--labels-file", str(labels), "--json"), runner) == 0
+    finally:
+        hook.remove()
+    # 1,000 labels x 2 templates, at most 256 prompts per forward pass; the second image embeds no text
+    assert sum(first) == 2000 and max(first) <= 256 and len(first) == 8
+    assert calls == []
+    out = json.loads(capsys.readouterr().out.splitlines()[-1])
+    got = [x["label"] for x in out[0]["labels"]]
+    assert len(got) == 1000 and sorted(got) == sorted(f"class {i}, kind {i % 7}" for i in range(1000))
+    assert math.isclose(sum(x["score"] for x in out[0]["labels"]), 1, abs_tol=1e-9)
+
+
+def test_labels_file_table_shows_the_best_few(tmp_path, runner, capsys):
+    labels = write_labels(tmp_path / "labels.txt", 40)
+    assert classify_main(parse("classify", str(write_png(tmp_path / "a.png", 1)), "--labels-file", str(labels)),
+                         runner) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 12 and lines[-1].strip() == "... 30 more labels (all of them with --json)"
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "no such labels file"),
+    (b"\xff\xfe\x00bad", "not a UTF-8 text file"),
+    ("# only comments\n\nlonely\n", "at least 2 different labels"),
+    ("\n".join(f"l{i}" for i in range(1001)), "Too many labels: 1,001 different ones; the limit is 1,000"),
+])
+def test_bad_labels_files_get_clear_messages(tmp_path, runner, content, message):
+    path = tmp_path / "labels.txt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    args = parse("classify", str(write_png(tmp_path / "a.png", 1)), "--labels-file", str(path))
+    with pytest.raises(JobError, match=message):
+        classify_main(args, runner)
+
+
+def test_labels_and_labels_file_are_exclusive(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse("classify", "a.png", "--labels", "a,b", "--labels-file", "x.txt")
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -117,9 +117,11 @@ def test_one_bad_image_does_not_lose_the_batch(runner):
     assert "corrupt or truncated" in out.data["rejected"][1]["reason"]
 
 
-def test_find_needs_a_query_or_image_and_galleries_are_per_guild(runner):
-    with pytest.raises(JobError, match="Give a text"):
-        runner.run(FindJob(guild=GUILD))
+def test_find_needs_a_query_or_image_and_galleries_are_per_guild(runner, handlers):
+    with pytest.raises(ValueError, match="give a text to search for, an image to find similar ones, or both"):
+        FindJob(guild=GUILD)
+    with pytest.raises(JobError, match="Give a text to search for, an image"):  # past the schema, still clear
+        handlers.find(FindJob.model_construct(guild=GUILD, query=None, image=None, top=5), None)
     runner.run(index_job(runner, [1]))
     assert runner.run(FindJob(guild=GUILD + 1, query="anything")).data == {"hits": [], "total": 0}
     assert runner.run(FindJob(query="anything")).data["total"] == 0  # no guild: the local gallery
@@ -132,3 +134,43 @@ def test_a_second_worker_sees_the_first_workers_index(redis_url, runner):
     assert hits[0]["item_id"] == "m2:0"
     runner.run(index_job(runner, [9]))
     assert other.run(FindJob(guild=GUILD, image=other.put_blob(png(9)), top=1)).data["hits"][0]["item_id"] == "m9:0"
+
+
+def test_find_by_text_and_image_ranks_by_their_normalised_sum(runner):
+    runner.run(index_job(runner, range(6)))
+    clip = tiny_clip()
+    text = clip.embed_texts(["a red circle"])[0]
+    image = clip.embed_images([Image.open(io.BytesIO(png(2))).convert("RGB")])[0]
+    both = (text + image) / (text + image).norm()
+    rows = clip.embed_images([Image.open(io.BytesIO(png(s))).convert("RGB") for s in range(6)])
+    data = runner.run(FindJob(guild=GUILD, query="a red circle", image=runner.put_blob(png(2)), top=6)).data
+    for h in data["hits"]:
+        s = int(h["item_id"][1:].split(":")[0])
+        assert h["score"] == pytest.approx(float(rows[s] @ both), abs=3e-3)
+    assert [h["score"] for h in data["hits"]] == sorted((h["score"] for h in data["hits"]), reverse=True)
+
+
+@pytest.mark.parametrize("blob,message", [
+    (None, "The image to search with cannot be used: blob"),
+    (b"%PDF-1.4 not an image", "The image to search with cannot be used: That is not a supported image: it looks "
+                               "like a PDF document"),
+    (png(1)[:60], "The image to search with cannot be used: The PNG image is corrupt or truncated"),
+])
+def test_find_with_a_missing_or_bad_image_fails_clearly(runner, blob, message):
+    key = "0" * 32 if blob is None else runner.put_blob(blob)
+    with pytest.raises(JobError, match=message):
+        runner.run(FindJob(guild=GUILD, image=key, query="also text"))
+
+
+def test_find_similar_to_a_gallery_item_without_its_blob(runner):
+    runner.run(index_job(runner, range(6)))
+    by_item = runner.run(FindJob(guild=GUILD, item="m2:0", top=3)).data["hits"]
+    by_pixels = runner.run(FindJob(guild=GUILD, image=runner.put_blob(png(2)), top=4)).data["hits"]
+    assert by_pixels[0]["item_id"] == "m2:0"  # the image itself; the item search leaves it out
+    assert [h["item_id"] for h in by_item] == [h["item_id"] for h in by_pixels[1:]]
+    for a, b in zip(by_item, by_pixels[1:]):
+        assert a["score"] == pytest.approx(b["score"], abs=3e-3)  # float16 storage
+    with pytest.raises(JobError, match="no longer in this server's gallery"):
+        runner.run(FindJob(guild=GUILD, item="m99:0"))
+    with pytest.raises(JobError, match="no longer in this server's gallery"):
+        runner.run(FindJob(guild=GUILD + 1, item="m2:0"))  # another server's item

@@ -165,3 +165,46 @@ def test_python_m_worker_find_end_to_end_twice(folder, tmp_path):
     assert "6 embedded, 0 cached" in first.stderr and "0 embedded, 6 cached" in second.stderr
     assert json.loads(first.stdout) == json.loads(second.stdout)
     assert [set(h) for h in json.loads(second.stdout)] == [{"path", "score"}] * 2
+
+
+def test_local_find_by_image_and_by_image_plus_text(folder, tmp_path, capsys):
+    from jobs.validation.images import decode_image
+    from worker.clip.model import get_clip
+
+    common = ["--images", str(folder), "--top", "10", "--cache-dir", str(tmp_path / "c"),
+              "--clip-model", str(tiny_clip_dir()), "--json"]
+    probe = write_img(tmp_path / "probe.png", 3)  # the same pixels as art/img3.png
+    hits, _ = run_find(capsys, "--image", str(probe), *common)
+    assert hits[0]["path"] == str(folder / "img3.png") and hits[0]["score"] == pytest.approx(1, abs=1e-5)
+
+    clip = get_clip(str(tiny_clip_dir()))
+    text = clip.embed_texts(["a red circle"])[0]
+    image = clip.embed_images([decode_image(probe.read_bytes())])[0]
+    both = (text + image) / (text + image).norm()
+    hits, _ = run_find(capsys, "a red circle", "--image", str(probe), *common)
+    assert len(hits) == 7
+    for h in hits:
+        row = clip.embed_images([decode_image(Path(h["path"]).read_bytes())])[0]
+        assert h["score"] == pytest.approx(float(row @ both), abs=1e-5)
+
+
+def test_find_by_image_through_the_queue(folder, tmp_path, redis_url, capsys):
+    runner = LocalRunner(WorkerSetup(handlers=ClipHandlers(tiny_clip(), redis.Redis.from_url(redis_url)).as_dict()))
+    probe = write_img(tmp_path / "probe.png", 4)
+    hits, _ = run_find(capsys, "--image", str(probe), "--images", str(folder), "--top", "2", "--cache-dir",
+                       str(tmp_path / "c"), "--redis", redis_url, "--json", runner=runner)
+    assert [set(h) for h in hits] == [{"path", "score"}] * 2
+    assert hits[0]["path"] == str(folder / "img4.png") and hits[0]["score"] == pytest.approx(1, abs=3e-3)
+
+
+def test_find_needs_text_or_a_readable_image(folder, tmp_path):
+    base = ["--images", str(folder), "--cache-dir", str(tmp_path / "c"), "--clip-model", str(tiny_clip_dir())]
+    with pytest.raises(JobError, match="Give a text to search for, --image PATH"):
+        find_main(parse("find", *base), None)
+    with pytest.raises(JobError, match="no such file"):
+        find_main(parse("find", "--image", str(tmp_path / "nope.png"), *base), None)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(JobError, match=r"--image .*notes.txt: That is not a supported image: it looks like text"):
+        find_main(parse("find", "--image", str(tmp_path / "notes.txt"), *base), None)
+    with pytest.raises(JobError, match="The search text is empty"):
+        find_main(parse("find", "  ", "--image", str(write_img(tmp_path / "p.png", 1)), *base), None)

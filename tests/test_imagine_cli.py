@@ -15,6 +15,7 @@ from worker.api import JobError
 from worker.cli import build_parser
 from worker.imagine.cli import imagine_main, parse_size
 from worker.imagine.engine import ImagineEngine
+from jobs.schemas import ImagineJob
 from jobs.settings import ImagineConfig, SettingsError, load_settings
 from worker.setup import WorkerSetup
 from worker.runner import LocalRunner
@@ -115,3 +116,28 @@ def test_bad_prompt_fails_before_loading_models(tmp_path, capsys, monkeypatch):
     assert main(["imagine", "a:1 | b:-1", "--out", str(tmp_path / "o.png"), "--json"]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "sum to zero" in captured.err
+
+
+def test_count_writes_every_picture_and_the_grid(tmp_path, capsys):
+    from worker.imagine.variations import VariationsEngine
+
+    engine = VariationsEngine(ImagineEngine(*tiny_models(tmp_path / "m"), tiny_config(steps=3)))
+    runner = LocalRunner(WorkerSetup(imagine_engine=engine))
+    args = args_for("a red circle", "--out", str(tmp_path / "a.png"), "--gif", str(tmp_path / "a.gif"),
+                    "--seed", "9", "--count", "3", "--json")
+    capsys.readouterr()  # the model loader's own print
+    assert imagine_main(args, runner) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["seed"] == 9 and report["grid"] == str(tmp_path / "a-grid.png")
+    assert [(p["out"], p["seed"]) for p in report["pictures"]] == [
+        (str(tmp_path / "a.png"), 9), (str(tmp_path / "a-2.png"), 10), (str(tmp_path / "a-3.png"), 11)]
+    for name, seed in (("a.png", 9), ("a-2.png", 10), ("a-3.png", 11)):
+        assert Image.open(tmp_path / name).text["seed"] == str(seed)
+    assert Image.open(tmp_path / "a-3.gif").is_animated and Image.open(tmp_path / "a-grid.png").size == (104, 32)
+    with pytest.raises(JobError, match="--count must be between 1 and 4"):
+        imagine_main(args_for("x", "--out", str(tmp_path / "b.png"), "--count", "5"), runner)
+
+
+def test_the_plain_engine_refuses_a_count_it_would_ignore(runner, tmp_path):
+    with pytest.raises(JobError, match="one picture per job"):
+        runner.run(ImagineJob(prompt="a", count=2))

@@ -62,3 +62,30 @@ async def test_jobs_batch_in_the_worker_and_publish_results(queue, inproc_worker
     failed = results[bad.id][-1]
     assert isinstance(failed, Failed) and "sum to zero" in failed.reason
     assert isinstance(results[doomed.id][-1], Cancelled)
+
+
+async def test_variations_and_frames_through_the_queue_worker(queue, inproc_worker, models):
+    from worker.imagine.variations import VariationsEngine
+
+    engine = VariationsEngine(ImagineEngine(*models, tiny_config(steps=8, preview_every=4, frames=4)))
+    await inproc_worker(WorkerSetup(imagine_engine=engine))
+    job = ImagineJob(prompt="a red circle", seed=5, count=2, user=1)
+    expired = ImagineJob(prompt="a red circle", count=2, init_image="f" * 32, user=2, parent="p" * 32, parent_index=1)
+    for j in (job, expired):
+        await queue.submit(j)
+    events = await _final(queue, job.id)
+    final = events[-1]
+    assert isinstance(final, Result), final
+    assert final.data["count"] == 2 and [p["seed"] for p in final.data["pictures"]] == [5, 6]
+    previews = [e for e in events if isinstance(e, Progress) and e.preview]
+    assert previews and Image.open(io.BytesIO(await queue.get_blob(previews[0].preview))).size == (2 * 128 + 4, 128)
+    grid = Image.open(io.BytesIO(await queue.get_blob(final.blobs[final.data["grid"]])))
+    assert grid.size == (2 * 32 + 4, 32)
+    for p in final.data["pictures"]:
+        png = Image.open(io.BytesIO(await queue.get_blob(final.blobs[p["png"]])))
+        assert png.text["seed"] == str(p["seed"])
+        assert [f["step"] for f in p["frames"]] == [2, 4, 6, 8]
+        for f in p["frames"]:
+            assert Image.open(io.BytesIO(await queue.get_blob(final.blobs[f["blob"]]))).size == (32, 32)
+    failed = (await _final(queue, expired.id))[-1]
+    assert isinstance(failed, Failed) and "init image cannot be used" in failed.reason and "expired" in failed.reason

@@ -11,8 +11,10 @@ from jobs.schemas import MAX_LABEL_CHARS, MAX_LABELS, MIN_LABELS
 from jobs.validation import JobError
 
 
-def validate_labels(labels: str | Iterable[str]) -> list[str]:
-    """Clean user labels: a comma-separated string or a list -> 2..25 distinct labels of 1..100 chars.
+def validate_labels(labels: str | Iterable[str], max_labels: int = MAX_LABELS) -> list[str]:
+    """Clean user labels: a comma-separated string or a list -> 2..max_labels distinct labels of 1..100 chars.
+
+    max_labels: 25 (a Discord option) by default; jobs and the CLI pass `MAX_JOB_LABELS` (1,000).
 
     Whitespace is collapsed, empty entries dropped, duplicates merged case-insensitively (the first
     spelling is kept). Raises JobError with a message meant for the user. The bot calls this before
@@ -38,6 +40,6 @@ def validate_labels(labels: str | Iterable[str]) -> list[str]:
             f"Give at least {MIN_LABELS} different labels, separated by commas{got}: "
             "e.g. \"cat, dog, bird\"."
         )
-    if len(cleaned) > MAX_LABELS:
-        raise JobError(f"Too many labels: {len(cleaned)} different ones; the limit is {MAX_LABELS}.")
+    if len(cleaned) > max_labels:
+        raise JobError(f"Too many labels: {len(cleaned):,} different ones; the limit is {max_labels:,}.")
     return cleaned

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.schemas import MAX_QUERY_CHARS, MAX_TOP, ClassifyJob, FindJob, GalleryItem, IndexJob
+from jobs.schemas import MAX_JOB_LABELS, MAX_LABELS, MAX_QUERY_CHARS, MAX_TOP, ClassifyJob, FindJob, GalleryItem, IndexJob
 from worker.api import JobError
 from jobs.validation.labels import validate_labels
 from jobs.validation.images import DEFAULT_MAX_BYTES, ImageRejected, decode_image, describe_content, sniff_image_type
@@ -36,6 +36,7 @@ from jobs.validation.images import DEFAULT_MAX_BYTES, ImageRejected, decode_imag
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".avif", ".svg"}
 EMBED_BATCH = 32
 INDEX_BATCH = 100  # IndexJob.add limit
+TABLE_ROWS = 10  # best labels the table shows when there are more than a Discord command's worth
 
 
 def _note(msg: str) -> None:
@@ -47,11 +48,32 @@ def _note(msg: str) -> None:
 
 def add_classify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
-    p.add_argument("--labels", required=True, help='comma-separated labels, e.g. "red circle,blue square,star"')
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--labels", help='comma-separated labels, e.g. "red circle,blue square,star"')
+    which.add_argument("--labels-file", metavar="FILE",
+                       help=f"one label per line, up to {MAX_JOB_LABELS:,} (blank lines and # comments ignored)")
+
+
+def read_labels_file(path: Path) -> list[str]:
+    """Labels of a file, one per line; blank lines and lines starting with '#' are skipped.
+    Commas stay inside a label ("tench, Tinca tinca" is one ImageNet class)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise JobError(f"{path}: no such labels file") from None
+    except UnicodeDecodeError:
+        raise JobError(f"{path} is not a UTF-8 text file with one label per line") from None
+    except OSError as e:
+        raise JobError(f"Cannot read the labels file {path}: {e.strerror or e}") from None
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def classify_main(args, runner) -> int:
-    labels = validate_labels(args.labels)
+    if args.labels_file:
+        labels = validate_labels(read_labels_file(Path(args.labels_file)), max_labels=MAX_JOB_LABELS)
+    else:
+        labels = validate_labels(args.labels, max_labels=MAX_JOB_LABELS)
     results, failed = [], 0
     for path in args.images:
         try:
@@ -69,10 +91,13 @@ def classify_main(args, runner) -> int:
             if r.get("error"):
                 continue
             print(r["image"])
-            width = max(len(x["label"]) for x in r["labels"])
-            for x in r["labels"]:
+            shown = r["labels"][:TABLE_ROWS] if len(r["labels"]) > MAX_LABELS else r["labels"]
+            width = max(len(x["label"]) for x in shown)
+            for x in shown:
                 bar = "█" * round(x["score"] * 30)
                 print(f"  {x['label']:<{width}}  {x['score']:.3f}  {bar}")
+            if len(shown) < len(r["labels"]):
+                print(f"  ... {len(r['labels']) - len(shown):,} more labels (all of them with --json)")
     return 1 if failed else 0
 
 
@@ -94,7 +119,10 @@ def _read_image_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
 
 
 def add_find_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("query", help="what to look for, e.g. \"a red circle on a blue background\"")
+    p.add_argument("query", nargs="?", default=None,
+                   help="what to look for, e.g. \"a red circle on a blue background\" (optional with --image)")
+    p.add_argument("--image", metavar="PATH", default=None,
+                   help="find images similar to this one (with a QUERY too: both count equally)")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of images to search (recursively)")
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many results (default 5)")
     p.add_argument("--cache-dir", metavar="DIR", default=None,
@@ -252,15 +280,27 @@ def search_matrix(matrix: np.ndarray, query: np.ndarray, top: int) -> list[tuple
 def find_main(args, runner) -> int:
     if args.top < 1:
         raise JobError("--top must be at least 1")
-    query = args.query.strip()
-    if not query:
-        raise JobError("The search text is empty: describe the image you are looking for.")
+    query = args.query
+    if query is not None:
+        query = query.strip()
+        if not query:
+            raise JobError("The search text is empty: describe the image you are looking for.")
+    image = None
+    if args.image is not None:
+        data = _read_image_file(Path(args.image))
+        try:
+            decode_image(data)  # refuse a bad file before any model loads or upload
+        except ImageRejected as e:
+            raise JobError(f"--image {args.image}: {e}") from None
+        image = data
+    if query is None and image is None:
+        raise JobError("Give a text to search for, --image PATH to find similar images, or both.")
     folder = Path(args.images)
     cache_dir = Path(args.cache_dir) if getattr(args, "cache_dir", None) else default_cache_dir()
     if getattr(args, "redis", None):
-        hits = _find_via_queue(args, runner, folder, query, cache_dir)
+        hits = _find_via_queue(args, runner, folder, query, image, cache_dir)
     else:
-        hits = _find_locally(args, folder, query, cache_dir)
+        hits = _find_locally(args, folder, query, image, cache_dir)
     if args.json:
         print(json.dumps(hits))
     elif not hits:
@@ -281,7 +321,9 @@ def _local_clip(args):
     return get_clip(name, None if settings.device == "auto" else settings.device)
 
 
-def _find_locally(args, folder: Path, query: str, cache_dir: Path) -> list[dict]:
+def _find_locally(args, folder: Path, query: str | None, image: bytes | None, cache_dir: Path) -> list[dict]:
+    from worker.clip.query import query_vector
+
     clip = _local_clip(args)
     cache = EmbeddingCache(cache_dir, f"{clip.fingerprint}:{clip.dim}", clip.dim)
     try:
@@ -295,7 +337,7 @@ def _find_locally(args, folder: Path, query: str, cache_dir: Path) -> list[dict]
           f"{len(idx.skipped)} skipped) in {time.perf_counter() - t0:.1f}s")
     if not idx.paths:
         raise JobError(f"No images found in {folder}.")
-    q = clip.embed_texts([query])[0].numpy()
+    q = query_vector(clip, query, None if image is None else decode_image(image, min_side=2 * clip.image_size))
     return [{"path": str(folder / idx.paths[i]), "score": s} for i, s in search_matrix(idx.embeddings, q, args.top)]
 
 
@@ -305,10 +347,11 @@ def folder_gallery_id(folder: Path) -> int:
     return -int(digest[:15], 16) - 1
 
 
-def _find_via_queue(args, runner, folder: Path, query: str, cache_dir: Path) -> list[dict]:
+def _find_via_queue(args, runner, folder: Path, query: str | None, image: bytes | None,
+                    cache_dir: Path) -> list[dict]:
     if args.top > MAX_TOP:
         raise JobError(f"With --redis, --top can be at most {MAX_TOP}.")
-    if len(query) > MAX_QUERY_CHARS:
+    if query is not None and len(query) > MAX_QUERY_CHARS:
         raise JobError(f"With --redis, the query can be at most {MAX_QUERY_CHARS} characters.")
     guild = folder_gallery_id(folder)
     scan = scan_folder(folder)
@@ -374,5 +417,6 @@ def _find_via_queue(args, runner, folder: Path, query: str, cache_dir: Path) -> 
           f"{totals['unchanged']} cached, {totals['deleted']} removed, {len(rejected) + len(scan.skipped)} skipped) on {args.redis}")
     if not ids:
         raise JobError(f"No images found in {folder}.")
-    hits = runner.run(FindJob(guild=guild, query=query, top=args.top)).data["hits"]
+    key = None if image is None else runner.put_blob(image)
+    hits = runner.run(FindJob(guild=guild, query=query, image=key, top=args.top)).data["hits"]
     return [{"path": str(folder / h["caption"]), "score": h["score"]} for h in hits]

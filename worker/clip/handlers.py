@@ -14,10 +14,11 @@ import redis
 
 from jobs.schemas import ClassifyJob, FindJob, IndexJob
 from worker.api import JobCancelled, JobContext, JobError, Outcome
-from worker.clip.classify import DEFAULT_TEMPLATES, classify, validate_templates
+from worker.clip.classify import DEFAULT_TEMPLATES, LabelCache, classify, validate_templates
 from worker.clip.gallery import MAX_ITEMS, Gallery, NewItem
 from worker.clip.model import Clip, get_clip
 from worker.clip.safety import refuse_if_flagged
+from worker.clip.query import query_vector
 from jobs.validation.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class ClipHandlers:
                  gallery_max_items: int = MAX_ITEMS):
         self.clip = clip
         self.templates = validate_templates(templates)
+        self.labels = LabelCache(clip, self.templates)  # a repeated label set is embedded once per worker
         self.max_image_bytes, self.max_image_pixels = max_image_bytes, max_image_pixels
         self._redis = redis_client
         self._gallery_args = dict(prefix=prefix, max_items=gallery_max_items)
@@ -65,7 +67,7 @@ class ClipHandlers:
     def classify(self, job: ClassifyJob, ctx: JobContext) -> Outcome:
         image = self._image(ctx, job.image)
         verdict = refuse_if_flagged(self.clip, image, job.safety, what=f"classify {job.id}", templates=self.templates)
-        ranked = classify(self.clip, image, job.labels, self.templates)
+        ranked = classify(self.clip, image, job.labels, self.templates, cache=self.labels)
         data = {"labels": [{"label": label, "score": score} for label, score in ranked]}
         if verdict is not None:
             data["safety"] = verdict.model_dump()
@@ -125,21 +127,22 @@ class ClipHandlers:
     # ------------------------------------------------------------------ find
 
     def find(self, job: FindJob, ctx: JobContext) -> Outcome:
-        """Top K gallery items for a text query, an image, or both (their embeddings averaged)."""
+        """Top K gallery items for a text query, an image (a blob or a gallery item), or both (see `query_vector`)."""
         guild = LOCAL_GALLERY if job.guild is None else job.guild
-        parts = []
-        if job.query is not None:
-            query = job.query.strip()
-            if not query:
-                raise JobError("The search text is empty: describe the image you are looking for.")
-            parts.append(self.clip.embed_texts([query])[0])
+        image = None
         if job.image is not None:
-            parts.append(self.clip.embed_images([self._image(ctx, job.image)])[0])
-        if not parts:
-            raise JobError("Give a text to search for, or an image to find similar ones.")
-        q = sum(parts)
-        q = (q / q.norm()).numpy()
-        hits = self.gallery.search(guild, q, top=job.top)
+            try:
+                image = self._image(ctx, job.image)
+            except JobError as e:
+                raise JobError(f"The image to search with cannot be used: {e}") from None
+        stored = None
+        if job.item is not None:
+            stored = self.gallery.embedding(guild, job.item)
+            if stored is None:
+                raise JobError("That image is no longer in this server's gallery, so there is nothing to compare with.")
+        q = query_vector(self.clip, job.query, image, stored)
+        hits = self.gallery.search(guild, q, top=job.top + (job.item is not None))
+        hits = [h for h in hits if h.item_id != job.item][: job.top]  # an item is not "similar" to itself
         return Outcome({"hits": [h.as_dict() for h in hits], "total": self.gallery.count(guild)})
 
 

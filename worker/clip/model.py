@@ -151,20 +151,16 @@ class Clip:
         return float(self.model.logit_scale.detach().float().clamp(max=4.6052).exp())
 
     @torch.no_grad()
-    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """[N, D] float32 on cpu, L2-normalised. Cached per text (LRU)."""
+    def embed_texts(self, texts: Sequence[str], cache: bool = True) -> torch.Tensor:
+        """[N, D] float32 on cpu, L2-normalised. Cached per text (LRU), unless cache=False: a caller
+        with its own cache (1,000 labels x 8 templates) would only flush everybody else's texts."""
         texts = list(texts)
+        if not cache:
+            fresh = self._encode(list(dict.fromkeys(texts)))
+            return torch.stack([fresh[t] for t in texts]) if texts else torch.empty(0, self.dim)
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
-        fresh: dict[str, torch.Tensor] = {}
-        for i in range(0, len(missing), TEXT_BATCH):
-            batch = missing[i: i + TEXT_BATCH]
-            tokens = self.tokenizer(
-                batch, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-            ).to(self.device)
-            out = self.model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
-            emb = _normalise(_pooled(out)).cpu()
-            fresh.update(zip(batch, emb))
+        fresh = self._encode(missing)
         with self._lock:
             for t, e in fresh.items():
                 self._text_cache[t] = e
@@ -178,6 +174,20 @@ class Clip:
             while len(self._text_cache) > TEXT_CACHE_SIZE:
                 self._text_cache.popitem(last=False)
         return torch.stack(rows) if rows else torch.empty(0, self.dim)
+
+    @torch.no_grad()
+    def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """text -> its embedding, TEXT_BATCH texts per forward pass."""
+        fresh: dict[str, torch.Tensor] = {}
+        for i in range(0, len(texts), TEXT_BATCH):
+            batch = texts[i: i + TEXT_BATCH]
+            tokens = self.tokenizer(
+                batch, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+            ).to(self.device)
+            out = self.model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+            emb = _normalise(_pooled(out)).cpu()
+            fresh.update(zip(batch, emb))
+        return fresh
 
     @torch.no_grad()
     def embed_images(self, images: Sequence[Image.Image], batch_size: int = IMAGE_BATCH) -> torch.Tensor:

@@ -1,4 +1,8 @@
-"""`python -m worker imagine "PROMPT" --out F.png [--gif F.gif] [--steps N] [--size WxH] [--seed S] [--json]`."""
+"""`python -m worker imagine "PROMPT" --out F.png [--gif F.gif] [--steps N] [--size WxH] [--seed S] [--count K] [--json]`.
+
+With --count K > 1, picture i (seed S+i-1) goes to F-i.png (picture 1 to F.png), the grid of all K
+to F-grid.png, and their timelapses likewise next to --gif.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +11,7 @@ import re
 import sys
 from pathlib import Path
 
+from jobs.schemas import MAX_COUNT
 from worker.api import JobError
 from worker.imagine.engine import as_job
 from jobs.validation.prompts import parse_prompts
@@ -41,6 +46,8 @@ def add_imagine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=0, help="optimisation steps (default: the worker's)")
     p.add_argument("--size", type=parse_size, default=(0, 0), metavar="WxH", help="picture size (default: the worker's)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random, always reported)")
+    p.add_argument("--count", type=int, default=1, metavar="K",
+                   help=f"make K pictures (1..{MAX_COUNT}), seeds S, S+1, ...: F.png, F-2.png, ... and F-grid.png")
     p.add_argument("--init-image", metavar="IMAGE", help="start from this picture instead of noise")
     p.add_argument("--init-weight", type=float, default=0.0, help="how strongly to stay near the init image")
     p.add_argument("--image-prompt", action="append", default=[], metavar="IMAGE[:WEIGHT]",
@@ -56,16 +63,23 @@ def _read(path: str, what: str) -> bytes:
         raise JobError(f"Cannot read the {what} {path}: {e.strerror or e}.") from None
 
 
+def _named(path: Path, index: int) -> Path:
+    """Where picture `index` of a variations job goes: FILE.png, FILE-2.png, ..."""
+    return path if index == 1 else path.with_name(f"{path.stem}-{index}{path.suffix}")
+
+
 def imagine_main(args, runner) -> int:
     parse_prompts(args.prompt)  # fail fast, before any model loads or upload
     if args.init_weight and not args.init_image:
         raise JobError("--init-weight needs --init-image.")
+    if not 1 <= args.count <= MAX_COUNT:
+        raise JobError(f"--count must be between 1 and {MAX_COUNT}.")
     out, gif_out = Path(args.out), Path(args.gif) if args.gif else None
     for path in filter(None, (out, gif_out)):
         if not path.parent.is_dir():
             raise JobError(f"Cannot write {path}: the folder {path.parent} does not exist.")
     fields = dict(prompt=args.prompt, width=args.size[0], height=args.size[1], steps=args.steps, seed=args.seed,
-                  init_weight=args.init_weight)
+                  init_weight=args.init_weight, count=args.count)
     if args.init_image:
         fields["init_image"] = runner.put_blob(_read(args.init_image, "init image"))
     prompts = []
@@ -74,21 +88,37 @@ def imagine_main(args, runner) -> int:
         prompts.append({"image": runner.put_blob(_read(path, "image prompt")), "weight": weight})
     fields["image_prompts"] = prompts
     outcome = runner.run(as_job(fields))
-    try:
-        out.write_bytes(outcome.blobs["png"])
+    d = outcome.data
+    pictures = d.get("pictures") or [{"index": 1, "seed": d["seed"], "clip_score": d["clip_score"],
+                                      "png": "png", "gif": "gif"}]
+    writes = []
+    for p in pictures:
+        writes.append((_named(out, p["index"]), outcome.blobs[p["png"]]))
         if gif_out is not None:
-            gif_out.write_bytes(outcome.blobs["gif"])
+            writes.append((_named(gif_out, p["index"]), outcome.blobs[p["gif"]]))
+    grid_out = out.with_name(f"{out.stem}-grid{out.suffix}") if "grid" in d else None
+    if grid_out is not None:
+        writes.append((grid_out, outcome.blobs[d["grid"]]))
+    try:
+        for path, data in writes:
+            path.write_bytes(data)
     except OSError as e:
         raise JobError(f"Cannot write the picture: {e}.") from None
-    d = outcome.data
     report = {"out": str(out), "gif": str(gif_out) if gif_out else None, "steps": d["steps"],
               "seconds": d["seconds"], "clip_score": d["clip_score"], "seed": d["seed"],
               "width": d["width"], "height": d["height"], "prompt": d["prompt"], "model": d["model"]}
+    if grid_out is not None:
+        report["grid"] = str(grid_out)
+        report["pictures"] = [{"out": str(_named(out, p["index"])), "seed": p["seed"], "clip_score": p["clip_score"]}
+                              for p in pictures]
     if args.json:
         print(json.dumps(report))
     else:
-        for key in ("out", "gif", "prompt", "seed", "steps", "width", "height", "seconds", "clip_score", "model"):
-            if report[key] is not None:
+        for key in ("out", "gif", "prompt", "seed", "steps", "width", "height", "seconds", "clip_score", "model",
+                    "grid"):
+            if report.get(key) is not None:
                 print(f"{key:<11} {report[key]}")
+        for p in report.get("pictures", [])[1:]:
+            print(f"{'out':<11} {p['out']}  (seed {p['seed']}, clip_score {p['clip_score']})")
     sys.stdout.flush()
     return 0

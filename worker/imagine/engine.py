@@ -51,6 +51,7 @@ from worker.api import JobCancelled, JobContext, JobError, Outcome
 from worker.imagine import media
 from worker.imagine.maths import clamp_with_grad, cutouts, spherical_distance
 from worker.imagine.memory import MemoryPlanner, run_in_parts
+from worker.imagine.frames import FrameKeeper
 from worker.imagine.vqgan import VQGAN
 
 
@@ -78,6 +79,7 @@ class _Run:
     init_weight: float
     opt: torch.optim.Optimizer
     frame_every: int
+    keeper: FrameKeeper  # full-size frames a member can pick instead of the final picture
     step: int = 0
     loss: float = math.nan
     started: float = 0.0
@@ -182,6 +184,8 @@ class ImagineEngine:
 
     def _prepare(self, job: ImagineJob, ctx: JobContext) -> _Run:
         cfg = self.config
+        if job.count != 1:  # VariationsEngine splits such a job into count=1 jobs before they get here
+            raise JobError("This engine makes one picture per job; serve variations with VariationsEngine.")
         prompts = parse_prompts(job.prompt)
         width, height = self.resolve_size(job.width, job.height)
         steps = self.resolve_steps(job.steps)
@@ -219,7 +223,7 @@ class ImagineEngine:
             pos_targets=targets_t[positive], pos_weights=weights_t[positive],
             gen=gen, z=z, z_init=z_init, init_weight=init_weight,
             opt=torch.optim.Adam([z], lr=cfg.lr),
-            frame_every=max(1, math.ceil(steps / max(1, cfg.gif_frames - 1))),
+            frame_every=max(1, math.ceil(steps / max(1, cfg.gif_frames - 1))), keeper=FrameKeeper(steps, cfg.frames),
         )
 
     def _canvas(self, fh: int, fw: int) -> Tensor | None:
@@ -313,13 +317,16 @@ class ImagineEngine:
         measured on, one update behind z: close enough for a preview, and free."""
         cfg = self.config
         want_frame = r.step % r.frame_every == 0  # the timelapse starts from the initial picture
+        want_pick = r.keeper.wants(r.step)  # `image` is the picture after r.step updates
         r.step += 1
         want_preview = cfg.preview_every > 0 and r.step % cfg.preview_every == 0 and r.step < r.steps
-        if not (want_frame or want_preview):
+        if not (want_frame or want_preview or want_pick):
             if r.step == r.steps:
                 r.ctx.progress(r.step, r.steps, r.loss, None)  # the Result carries the final picture
             return
         frame = media.to_uint8(image)
+        if want_pick:
+            r.keeper.keep(r.step - 1, frame)
         if want_frame:
             r.frames.append(np.asarray(media.fit_crisp(frame, cfg.gif_size)))  # keep only what the GIF needs
         if want_preview:
@@ -371,7 +378,10 @@ class ImagineEngine:
             "clip_score": None if math.isnan(clip_score) else round(clip_score, 4),
             "model": self.model_name, "loss": round(r.loss, 5),
         }
-        return Outcome(data=data, blobs={"png": png, "gif": gif})
+        if r.job.parent is not None:
+            data.update(parent=r.job.parent, parent_index=r.job.parent_index)
+        data["frames"], frames = r.keeper.encode(text, cfg.frames_max_bytes)
+        return Outcome(data=data, blobs={"png": png, "gif": gif, **frames})
 
 
 def as_job(job: ImagineJob | Mapping[str, Any]) -> ImagineJob:

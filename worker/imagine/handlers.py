@@ -1,4 +1,5 @@
-"""What the queue worker needs from the imagine engine: `build(settings, device) -> ImagineEngine`.
+"""What the queue worker needs from the imagine engine: `build(settings, device) -> VariationsEngine`
+(an ImagineEngine that also runs count > 1 jobs as one batch of seeds).
 
 Models load once here, when the worker starts. The CLIP is shared with the CLIP engine
 (`get_clip`). Engine knobs are `settings.imagine` (CLIPBOT_IMAGINE_<FIELD>, e.g.
@@ -13,9 +14,11 @@ import logging
 from worker.imagine.engine import ImagineEngine
 from worker.imagine.memory import MemoryPlanner, describe
 from worker.imagine.safety_gate import SafetyGate
+from worker.imagine.variations import VariationsEngine
 from worker.imagine.vqgan import load_vqgan
 
 log = logging.getLogger(__name__)
+
 
 
 def build(settings, device: str | None = None) -> SafetyGate:
@@ -29,7 +32,9 @@ def build(settings, device: str | None = None) -> SafetyGate:
         use_gpu_speedups(engine, settings.gpu_memory_fraction)
     log.info("imagine engine: VQGAN %s, CLIP %r, %s, memory %s", vqgan.info(), clip, engine.config,
              describe(engine.memory))
-    return SafetyGate(engine, clip)  # jobs with a SafetyPolicy: init image checked, result marked
+    # a count-k job runs as k pictures in one batch; a job with a SafetyPolicy has its init image
+    # checked and its result marked
+    return SafetyGate(VariationsEngine(engine), clip)
 
 
 def use_gpu_speedups(engine: ImagineEngine, memory_fraction: float) -> None:
