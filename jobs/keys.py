@@ -14,6 +14,10 @@
     blob:<hex>                    image bytes with a TTL
     workers, worker:<id>          live worker registry (zset by expiry, hash with a TTL)
     applied:<group>:<job id>      event seqs of a job that a consumer group has applied (dedupe)
+    quota:<guild>:<uid>:<day>     set of a member's generations that UTC day (jobs/quota.py)
+
+The bot keeps its own state (server config, cooldowns, votes, job records, contests) under
+``bot:``; each module in bot/ names its keys.
 """
 from __future__ import annotations
 
@@ -57,3 +61,6 @@ class Keys:
 
     def applied(self, group: str, job_id: str) -> str:
         return f"{self.prefix}applied:{group}:{job_id}"
+
+    def quota(self, guild: int | None, user: int, day: str) -> str:
+        return f"{self.prefix}quota:{guild or 0}:{user}:{day}"

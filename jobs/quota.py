@@ -24,6 +24,8 @@ import datetime as dt
 import time
 from dataclasses import dataclass
 
+from jobs.keys import Keys
+
 # quota_take(key, job, limit, expire_at) -> {1, used} when the job may start (counted now, or
 # already counted: idempotent), {0, used} when the day's quota is used up. limit <= 0: unlimited,
 # nothing is recorded.
@@ -76,11 +78,11 @@ class Reservation:
 
 class DailyQuota:
     def __init__(self, redis, prefix: str = "clipbot:"):
-        self.redis, self.p = redis, prefix
+        self.redis, self.keys = redis, Keys(prefix)
         self._reserve = redis.register_script(_RESERVE)
 
     def key(self, guild: int | None, user: int, day: str) -> str:
-        return f"{self.p}quota:{guild or 0}:{user}:{day}"
+        return self.keys.quota(guild, user, day)
 
     def submit_seam(self, guild: int | None, user: int, job_id: str, limit: int,
                     now: float | None = None) -> tuple[str, list]:

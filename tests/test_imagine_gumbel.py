@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.factories import tiny_taming_state, write_real_layout_config
-from tests.test_imagine_support import RecordingContext, _one_thread  # noqa: F401
+from tests.imagine_support import RecordingContext, _one_thread  # noqa: F401
 from tests.test_imagine_vqgan import _lightning_checkpoint
 from worker.imagine.vqgan import load_vqgan
 

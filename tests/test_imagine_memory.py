@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.factories import make_vqgan_files
-from tests.test_imagine_support import RecordingContext, _one_thread  # noqa: F401
+from tests.imagine_support import RecordingContext, _one_thread  # noqa: F401
 from worker.api import JobError
 from worker.imagine.memory import MemoryPlanner, TooBigForMemory, is_oom, run_in_parts
 

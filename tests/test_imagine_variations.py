@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from jobs.schemas import ImagineJob
-from tests.test_imagine_support import RecordingContext, _one_thread, png_bytes, png_pixels, tiny_config, tiny_models  # noqa: F401
+from tests.imagine_support import RecordingContext, _one_thread, png_bytes, png_pixels, tiny_config, tiny_models  # noqa: F401
 from worker.api import JobCancelled, JobError
 from worker.imagine.engine import ImagineEngine
 from worker.imagine.frames import fit_budget, frame_steps
