@@ -408,7 +408,11 @@ def _center_crop(x: Tensor, side: int) -> Tensor:
 def imagine(clip, vqgan: VQGAN, job: ImagineJob | Mapping[str, Any], ctx: JobContext,
             config: ImagineConfig | None = None) -> Outcome:
     """Run one job alone (the CLI's path): the engine with a batch of one."""
-    engine = ImagineEngine(clip, vqgan, config)
+    return run_alone(ImagineEngine(clip, vqgan, config), job, ctx)
+
+
+def run_alone(engine, job: ImagineJob | Mapping[str, Any], ctx: JobContext) -> Outcome:
+    """Step a batch engine (ImagineEngine or a wrapper of it) through one job; its Outcome or its error."""
     engine.add(job, ctx)
     while engine.active:
         engine.step()

@@ -35,7 +35,7 @@ from jobs.schemas import ImagineJob
 from jobs.validation.images import encode_png
 from jobs.validation.prompts import parse_prompts
 from worker.api import JobCancelled, JobContext, Outcome
-from worker.imagine.engine import ImagineEngine, as_job
+from worker.imagine.engine import ImagineEngine, as_job, run_alone
 from worker.imagine.frames import fit_budget
 
 SEED_MODULUS = 2**63  # ImagineJob.seed's range: every picture's seed can be asked for again
@@ -281,11 +281,4 @@ class VariationsEngine:
 
 def imagine(clip, vqgan, job: ImagineJob | Mapping[str, Any], ctx: JobContext, config=None) -> Outcome:
     """Run one job (any count) alone: the CLI's and the benchmarks' path."""
-    engine = VariationsEngine(ImagineEngine(clip, vqgan, config))
-    engine.add(job, ctx)
-    while engine.active:
-        engine.step()
-    [(_, result)] = engine.pop_finished()
-    if isinstance(result, BaseException):
-        raise result
-    return result
+    return run_alone(VariationsEngine(ImagineEngine(clip, vqgan, config)), job, ctx)
