@@ -223,6 +223,11 @@ class ContestStore:
         cid, job_id = _s(raw).split(" ", 1)
         return cid, job_id
 
+    async def entry_number(self, cid: str, job_id: str) -> int | None:
+        """The entry number of an admitted job ("Entry #n"), or None when the job is no entry of it."""
+        n = await self.redis.zscore(f"{self._c(cid)}:entries", job_id)
+        return None if n is None else int(n)
+
     async def entry_count(self, cid: str, author: int) -> int:
         return int(_s(await self.redis.hget(f"{self._c(cid)}:authors", author) or 0))
 
