@@ -136,6 +136,7 @@ class FakeDiscord:
         self.token: str | None = None  # set: REST calls with another bot token answer 401
         self.bot_role_id = snowflake()
         self.bot_role_permissions = PERM_VIEW_SEND | PERM_THREADS  # what the invite granted
+        self.roles: list[dict] = []  # the server's own roles (add_role), in GUILD_CREATE
         self.channel_id = self.add_channel("art")
 
     # ------------------------------------------------------------------ lifecycle
@@ -188,6 +189,13 @@ class FakeDiscord:
         cid = self.add_channel(name)
         await self.dispatch("CHANNEL_CREATE", self.channels[cid])
         return cid
+
+    def add_role(self, name: str) -> int:
+        """A server role (before the bot starts: the bot learns roles from GUILD_CREATE)."""
+        rid = snowflake()
+        self.roles.append({"id": str(rid), "name": name, "permissions": "0", "position": 1 + len(self.roles),
+                           "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0})
+        return rid
 
     def delete_channel(self, cid: int) -> None:
         self.deleted_channels.add(cid)
@@ -413,7 +421,7 @@ class FakeDiscord:
                     "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}
         bot_role = {**everyone, "id": str(self.bot_role_id), "name": "clipbot", "position": 1, "managed": True,
                     "permissions": str(self.bot_role_permissions), "tags": {"bot_id": str(self.bot_user.id)}}
-        return {"id": str(self.guild_id), "name": "art club", "icon": None, "owner_id": "1", "roles": [everyone, bot_role],
+        return {"id": str(self.guild_id), "name": "art club", "icon": None, "owner_id": "1", "roles": [everyone, bot_role, *self.roles],
                 "channels": self._live_channels(),
                 "members": [self._bot_member_json()], "member_count": 3, "unavailable": False, "features": [],
                 "emojis": [], "stickers": [], "threads": self._live_channels((11,)), "voice_states": [], "presences": [],
