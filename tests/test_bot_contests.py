@@ -229,3 +229,63 @@ async def test_thread_creation_failure_frees_the_channel(harness, worker):
     text = await private_answer(fake, await fake.slash_sub("contest", "start", admin, theme="x", minutes=5))
     assert "Create Public Threads" in text
     await start_contest(harness, admin, theme="second try", minutes=5)
+
+
+async def test_rerolls_enter_flagged_entries_rank_but_never_win_and_cancelled_ones_free_the_slot(harness):
+    from tests.test_bot_safety_quota import CheckingWorker  # flags generations whose prompt says "flag"
+    worker = CheckingWorker(harness.queue, steps=3, step_delay=0.02).start()
+    try:
+        await harness.start_bot()
+        fake = harness.fake
+        admin = fake.user("admin", ADMIN)
+        hof = await fake.create_channel("hall-of-fame")
+        await answer(fake, await fake.slash("config", admin, hall_of_fame_channel=hof))
+        tid, cid = await start_contest(harness, admin, theme="red things", minutes=30, entries=2)
+        ann, bob, cat = fake.user("ann"), fake.user("bob"), fake.user("cat")
+        _, _, before = await enter(harness, ann, tid, "flag this")
+        flagged = await final_entry(fake, tid, before)
+        assert [a["filename"] for a in flagged["attachments"]] == ["SPOILER_imagine.png", "SPOILER_timelapse.gif"]
+        assert "Entry #1" in flagged["content"] and "safety check marked" in flagged["content"]
+        await fake.wait_for(lambda: fake.bot_reactions(flagged["id"]) == ["👍", "👎"])  # entries are voted on
+        # bob's entry is cancelled while it runs: the slot is free again
+        worker.hold.clear()
+        _, _, before = await enter(harness, bob, tid, "a red apple")
+        progress = await fake.wait_for(lambda: next((m for m in fake.channel_messages(tid, via="channel")
+                                                     if int(m["id"]) not in before and "Entry #2" in m["content"]), None))
+        custom_id = next(c["custom_id"] for row in progress["components"] for c in row["components"])
+        await fake.click(progress, custom_id, bob)
+        worker.hold.set()
+        await fake.wait_call("PATCH", rf"/channels/{tid}/messages/{progress['id']}$",
+                             where=lambda c: "cancelled" in ((c.json or {}).get("content") or ""))
+        store = ContestStore(harness.queue.redis)
+        for _ in range(50):
+            if await store.entry_count(cid, bob.id) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await store.entry_count(cid, bob.id) == 0
+        _, _, before = await enter(harness, bob, tid, "a red apple")
+        apple = await final_entry(fake, tid, before)
+        assert "Entry #3" in apple["content"]
+        # Re-roll of an entry is another entry of whoever clicks, up to their limit
+        reroll = next(c["custom_id"] for row in fake.messages[int(flagged["id"])]["components"] for c in row["components"])
+        before = set(fake.messages)
+        cb = await fake.wait_call("POST", rf"/interactions/{(await fake.click(flagged, reroll, ann)).id}/")
+        assert "Entry #4" in cb.json["data"]["content"]
+        await final_entry(fake, tid, before)
+        cb = await fake.wait_call("POST", rf"/interactions/{(await fake.click(flagged, reroll, ann)).id}/")
+        assert "already entered this contest 2 times" in cb.json["data"]["content"]
+        await fake.react(flagged, cat, "👍")  # the flagged entry ranks first...
+        for _ in range(50):
+            if {e.number: e.up for e in await store.entries(cid)}.get(1) == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert await store.end_now(cid) == "ending"
+        await harness.stop_bot()
+        await harness.start_bot()
+        ranking = await fake.wait_call("POST", rf"/channels/{tid}/messages",
+                                       where=lambda c: "Contest closed" in ((c.json or {}).get("content") or ""))
+        assert "🥇 [Entry #1]" in ranking.json["content"]
+        post = await fake.wait_call("POST", rf"/channels/{hof}/messages")  # ...but the winner is the best unflagged
+        assert "Entry #3" in post.json["embeds"][0]["description"]
+    finally:
+        await worker.stop()
