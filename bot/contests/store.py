@@ -15,6 +15,7 @@ Keys (under `<prefix>bot:contest:`):
 | `thread:<thread>` | string | the contest this thread belongs to |
 | `msg:<message>` | string | `<contest id> <job id>`: which entry a reacted message shows |
 | `closing` | sorted set | contests not yet finished, by closing time: survives restarts |
+| `told:<id>:<member>:<reason>` | string, 7 days | the member was told why a reaction did not count (bot/cogs/votes.py) |
 
 Times are unix seconds passed by the caller (`now`), as elsewhere in the bot. Discord ids are
 kept as strings in Lua (doubles would round them).
