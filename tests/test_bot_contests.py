@@ -239,7 +239,8 @@ async def test_rerolls_enter_flagged_entries_rank_but_never_win_and_cancelled_on
         fake = harness.fake
         admin = fake.user("admin", ADMIN)
         hof = await fake.create_channel("hall-of-fame")
-        await answer(fake, await fake.slash("config", admin, hall_of_fame_channel=hof))
+        # commands limited to the art channel: its contest thread is allowed too
+        await answer(fake, await fake.slash("config", admin, hall_of_fame_channel=hof, allow_channel=fake.channel_id))
         tid, cid = await start_contest(harness, admin, theme="red things", minutes=30, entries=2)
         ann, bob, cat = fake.user("ann"), fake.user("bob"), fake.user("cat")
         _, _, before = await enter(harness, ann, tid, "flag this")

@@ -103,7 +103,7 @@ async def test_safety_settings_reach_every_job_and_refusals_are_private(harness,
     inter = await fake.slash("imagine", ann, prompt="a red circle", init_image=init)
     final = await fake.wait_call("PATCH", r"/channels/\d+/messages/\d+$",
                                  where=lambda c: "failed" in ((c.json or {}).get("content") or ""))
-    assert REFUSAL not in final.json["content"] and "sent to its author privately" in final.json["content"]
+    assert REFUSAL not in final.json["content"] and "failed (the reason was sent to its author privately)" in final.json["content"]
     note = await fake.wait_call("POST", rf"/webhooks/\d+/{inter.token}$",
                                 where=lambda c: REFUSAL in ((c.json or {}).get("content") or ""))
     assert note.json["flags"] & EPHEMERAL

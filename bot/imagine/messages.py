@@ -39,7 +39,8 @@ GONE = (discord.NotFound, discord.Forbidden)
 GIF_TOO_LARGE = "\n(the timelapse GIF was too large for this server's upload limit)"
 FLAGGED_NOTE = ("\n⚠️ This server's safety check marked this picture, so it is hidden behind a spoiler; "
                 "it is kept out of /find and the hall of fame.")
-INIT_REFUSED = "❌ failed: the start image was not accepted (the reason was sent to its author privately)"
+# the failure of a job whose start image was checked may be that check's refusal: the reason is private
+INIT_REFUSED = "❌ failed (the reason was sent to its author privately)"
 
 
 @dataclass(frozen=True)
