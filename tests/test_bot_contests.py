@@ -290,3 +290,36 @@ async def test_rerolls_enter_flagged_entries_rank_but_never_win_and_cancelled_on
         assert "Entry #3" in post.json["embeds"][0]["description"]
     finally:
         await worker.stop()
+
+
+async def test_a_close_interrupted_after_the_ranking_finishes_after_a_restart_without_repeating_it(harness, worker):
+    from bot.contests.store import STEP_RANKING
+    bot = await harness.start_bot()
+    fake = harness.fake
+    admin, ann = fake.user("admin", ADMIN), fake.user("ann")
+    hof = await fake.create_channel("hall-of-fame")
+    await answer(fake, await fake.slash("config", admin, hall_of_fame_channel=hof))
+    tid, cid = await start_contest(harness, admin, theme="green", minutes=30)
+    _, _, before = await enter(harness, ann, tid, "a green square")
+    await final_entry(fake, tid, before)
+    store = ContestStore(harness.queue.redis)
+    for _ in range(50):
+        if (await store.entries(cid))[0].posted:
+            break
+        await asyncio.sleep(0.1)
+    owner = bot.settings.events_consumer
+    await harness.stop_bot()
+    # the process that stopped had claimed the close and posted the ranking, then died
+    assert await store.end_now(cid) == "ending"
+    claim = await store.claim_close(cid, owner, "boot-before-the-restart", lease_s=3600)
+    assert claim.ok and await store.record_step(claim, STEP_RANKING, "12345", lease_s=3600)
+    await harness.start_bot()  # the same owner takes its own close back at once, lease or not
+    post = await fake.wait_call("POST", rf"/channels/{hof}/messages")
+    assert f"<@{ann.id}>" in post.json["embeds"][0]["description"]
+    for _ in range(50):
+        if (await store.get(cid)).state == "closed":
+            break
+        await asyncio.sleep(0.1)
+    assert (await store.get(cid)).state == "closed"
+    assert not [c for c in fake.find_calls("POST", rf"/channels/{tid}/messages")
+                if "Contest closed" in ((c.json or {}).get("content") or "")]  # the ranking was not posted again
