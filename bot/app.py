@@ -31,7 +31,7 @@ from bot.votes import VoteBook
 log = logging.getLogger(__name__)
 
 COGS = ("bot.cogs.classify", "bot.cogs.find", "bot.cogs.imagine", "bot.cogs.queue", "bot.cogs.top",
-        "bot.cogs.gallery", "bot.cogs.config", "bot.cogs.votes")
+        "bot.cogs.gallery", "bot.cogs.config", "bot.cogs.votes", "bot.cogs.contest", "bot.cogs.quota")
 
 
 def point_discord_at(api_base: str | None, gateway_url: str | None) -> None:
@@ -79,7 +79,9 @@ class ClipBot(commands.Bot):
     async def admit(self, interaction: discord.Interaction, *texts: str, cooldown: bool = True) -> GuildConfig:
         """Channel allow-list, banned words and cooldown; raises Refused. Cheap: Redis only."""
         cfg = await self.configs.get(interaction.guild_id)
-        for problem in (limits.check_channel(cfg, interaction.channel_id), limits.find_banned(cfg, *texts)):
+        # a thread (a contest's) is allowed where its channel is
+        channel_id = getattr(interaction.channel, "parent_id", None) or interaction.channel_id
+        for problem in (limits.check_channel(cfg, channel_id), limits.find_banned(cfg, *texts)):
             if problem:
                 raise Refused(problem)
         if cooldown:

@@ -67,3 +67,19 @@ async def reply(bot: ClipBot, record: JobRecord, content: str, embeds: list[disc
         await channel.send(content=f"<@{record.user}> {content}", embeds=embeds, allowed_mentions=mentions)
     except GONE:
         log.warning("channel %s is gone or forbidden; reply to %s dropped", record.channel, record.user)
+
+
+async def tell_privately(bot: ClipBot, record: JobRecord, content: str) -> bool:
+    """An ephemeral follow-up to the command that queued the job, while its token lives. False when
+    it could not be sent (then nothing is said in public: a private notice stays private)."""
+    if not (record.token_fresh() and bot.application_id):
+        return False
+    route = discord.http.Route("POST", "/webhooks/{webhook_id}/{webhook_token}",
+                               webhook_id=bot.application_id, webhook_token=record.interaction_token)
+    try:
+        await bot.http.request(route, json={"content": content, "flags": discord.MessageFlags(ephemeral=True).value,
+                                            "allowed_mentions": {"parse": []}})
+        return True
+    except discord.HTTPException:
+        log.info("private notice to %s failed", record.user, exc_info=True)
+        return False

@@ -78,13 +78,16 @@ class FakeUser:
     name: str
     permissions: int = PERM_VIEW_SEND
     bot: bool = False
+    joined_at: str | None = None  # ISO time the member joined the server; None: now
+    roles: list[int] = field(default_factory=list)
 
     def json(self) -> dict:
         return {"id": str(self.id), "username": self.name, "discriminator": "0", "global_name": self.name,
                 "avatar": None, "bot": self.bot}
 
     def member_json(self) -> dict:
-        return {"user": self.json(), "roles": [], "permissions": str(self.permissions), "joined_at": _now_iso(),
+        return {"user": self.json(), "roles": [str(r) for r in self.roles], "permissions": str(self.permissions),
+                "joined_at": self.joined_at or _now_iso(),
                 "deaf": False, "mute": False, "flags": 0, "nick": None, "avatar": None, "pending": False}
 
 
@@ -133,6 +136,7 @@ class FakeDiscord:
         self.token: str | None = None  # set: REST calls with another bot token answer 401
         self.bot_role_id = snowflake()
         self.bot_role_permissions = PERM_VIEW_SEND | PERM_THREADS  # what the invite granted
+        self.roles: list[dict] = []  # the server's own roles (add_role), in GUILD_CREATE
         self.channel_id = self.add_channel("art")
 
     # ------------------------------------------------------------------ lifecycle
@@ -185,6 +189,13 @@ class FakeDiscord:
         cid = self.add_channel(name)
         await self.dispatch("CHANNEL_CREATE", self.channels[cid])
         return cid
+
+    def add_role(self, name: str) -> int:
+        """A server role (before the bot starts: the bot learns roles from GUILD_CREATE)."""
+        rid = snowflake()
+        self.roles.append({"id": str(rid), "name": name, "permissions": "0", "position": 1 + len(self.roles),
+                           "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0})
+        return rid
 
     def delete_channel(self, cid: int) -> None:
         self.deleted_channels.add(cid)
@@ -304,10 +315,20 @@ class FakeDiscord:
 
     async def slash(self, name: str, user: FakeUser, channel: int | None = None, **options: Any) -> Interaction:
         """Run /name with options. Attachment options take the dict returned by `upload`."""
+        return await self.slash_sub(name, None, user, channel, **options)
+
+    async def slash_sub(self, name: str, sub: str | None, user: FakeUser, channel: int | None = None,
+                        **options: Any) -> Interaction:
+        """Run /name sub with options (sub None: a plain command)."""
         cmd = self.commands.get(name)
         if cmd is None or cmd.get("type", 1) != 1:
             raise AssertionError(f"/{name} is not registered; registered: {sorted(self.commands)}")
-        known = {o["name"]: o for o in cmd.get("options", [])}
+        spec = cmd
+        if sub is not None:
+            spec = next((o for o in cmd.get("options", []) if o["type"] == 1 and o["name"] == sub), None)
+            if spec is None:
+                raise AssertionError(f"/{name} has no subcommand {sub!r}")
+        known = {o["name"]: o for o in spec.get("options", [])}
         opts, resolved = [], {}
         for key, value in options.items():
             if key not in known:
@@ -316,6 +337,11 @@ class FakeDiscord:
             if otype == 11:  # attachment
                 resolved.setdefault("attachments", {})[value["id"]] = value
                 value = value["id"]
+            elif otype == 8:  # role
+                resolved.setdefault("roles", {})[str(value)] = {
+                    "id": str(value), "name": f"role{value}", "permissions": "0", "position": 1, "color": 0,
+                    "hoist": False, "managed": False, "mentionable": False, "flags": 0}
+                value = str(value)
             elif otype == 7:  # channel
                 resolved.setdefault("channels", {})[str(value)] = {**self.channels[value], "permissions": "0"}
                 value = str(value)
@@ -323,6 +349,8 @@ class FakeDiscord:
         for o in known.values():
             if o.get("required") and o["name"] not in options:
                 raise AssertionError(f"/{name} requires option {o['name']!r}")
+        if sub is not None:
+            opts = [{"name": sub, "type": 1, "options": opts}]
         payload, iid, token = self._interaction_base(2, user, channel)
         payload["data"] = {"id": cmd["id"], "name": name, "type": 1, "options": opts, "resolved": resolved,
                            "guild_id": str(self.guild_id)}
@@ -393,17 +421,17 @@ class FakeDiscord:
                     "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}
         bot_role = {**everyone, "id": str(self.bot_role_id), "name": "clipbot", "position": 1, "managed": True,
                     "permissions": str(self.bot_role_permissions), "tags": {"bot_id": str(self.bot_user.id)}}
-        return {"id": str(self.guild_id), "name": "art club", "icon": None, "owner_id": "1", "roles": [everyone, bot_role],
+        return {"id": str(self.guild_id), "name": "art club", "icon": None, "owner_id": "1", "roles": [everyone, bot_role, *self.roles],
                 "channels": self._live_channels(),
                 "members": [self._bot_member_json()], "member_count": 3, "unavailable": False, "features": [],
-                "emojis": [], "stickers": [], "threads": [], "voice_states": [], "presences": [],
+                "emojis": [], "stickers": [], "threads": self._live_channels((11,)), "voice_states": [], "presences": [],
                 "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [], "large": False,
                 "mfa_level": 0, "verification_level": 0, "explicit_content_filter": 0,
                 "default_message_notifications": 0, "system_channel_flags": 0, "premium_tier": 0,
                 "preferred_locale": "en-US", "nsfw_level": 0, "joined_at": _now_iso(), "afk_timeout": 300}
 
-    def _live_channels(self) -> list[dict]:
-        return [c for cid, c in self.channels.items() if cid not in self.deleted_channels]
+    def _live_channels(self, types: tuple[int, ...] = (0, 2, 4, 5)) -> list[dict]:
+        return [c for cid, c in self.channels.items() if cid not in self.deleted_channels and c["type"] in types]
 
     def _bot_member_json(self) -> dict:
         return {**self.bot_user.member_json(), "roles": [str(self.bot_role_id)]}
@@ -524,6 +552,14 @@ class FakeDiscord:
             if cid not in self.channels or cid in self.deleted_channels:
                 return self._error(404, 10003, "Unknown Channel")
             return self._json(self.channels[cid])
+        if mm := re.fullmatch(r"/channels/(\d+)(?:/messages/(\d+))?/threads", p):
+            return self._new_thread(int(mm.group(1)), j or {})
+        if p == "/users/@me/channels" and m == "POST":  # open a DM channel with a member
+            cid = snowflake()
+            self.channels[cid] = {"id": str(cid), "type": 1, "last_message_id": None,
+                                  "recipients": [{"id": str(j["recipient_id"]), "username": "member",
+                                                  "discriminator": "0", "avatar": None}]}
+            return self._json(self.channels[cid])
         if mm := re.fullmatch(r"/channels/(\d+)/messages", p):
             cid = int(mm.group(1))
             if cid not in self.channels or cid in self.deleted_channels:
@@ -556,6 +592,26 @@ class FakeDiscord:
                 bot_reactions.remove(emoji)
             return web.Response(status=204)
         return self._error(404, 0, f"fake discord has no route {m} {p}")
+
+    def _new_thread(self, parent: int, j: dict) -> web.Response:
+        """A public thread of `parent` (a thread is a channel: its messages go to /channels/<thread>/messages)."""
+        if parent not in self.channels or parent in self.deleted_channels:
+            return self._error(404, 10003, "Unknown Channel")
+        if parent in self.forbidden_channels:
+            return self._error(403, 50013, "Missing Permissions")
+        tid = snowflake()
+        self.channels[tid] = {"id": str(tid), "type": j.get("type", 11), "name": j.get("name", "thread"),
+                              "guild_id": str(self.guild_id), "parent_id": str(parent),
+                              "owner_id": str(self.bot_user.id), "last_message_id": None, "rate_limit_per_user": 0,
+                              "message_count": 0, "member_count": 1, "flags": 0,
+                              "thread_metadata": {"archived": False, "locked": False,
+                                                  "auto_archive_duration": j.get("auto_archive_duration", 1440),
+                                                  "archive_timestamp": _now_iso()}}
+        return self._json(self.channels[tid])
+
+    def threads(self, parent: int | None = None) -> list[dict]:
+        parent = parent or self.channel_id
+        return [c for c in self.channels.values() if c.get("parent_id") == str(parent) and c["type"] == 11]
 
     def _interaction_callback(self, token: str, j: dict, files: list[UploadedFile]) -> web.Response:
         inter = self.interactions.get(token)

@@ -1,6 +1,8 @@
 """/classify image:<attachment> labels:<comma-separated text> — zero-shot CLIP labels as a bar chart."""
 from __future__ import annotations
 
+import logging
+
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -12,7 +14,9 @@ from bot.app import ClipBot
 from bot.cogs._attachments import fetch_image, precheck
 from bot.jobstore import JobRecord
 from bot.limits import Refused, parse_labels
-from bot.replies import CommandReply
+from bot.replies import CommandReply, tell_privately
+
+log = logging.getLogger(__name__)
 
 
 def render_result(record: JobRecord, event: Event) -> tuple[str, list[discord.Embed]]:
@@ -25,12 +29,32 @@ def render_result(record: JobRecord, event: Event) -> tuple[str, list[discord.Em
     return f"<@{record.user}> classification cancelled.", []
 
 
+class ClassifyReply(CommandReply):
+    """The chart in the (public) deferred answer; a failure goes to the member privately instead:
+    it may be this server's safety check refusing their upload."""
+
+    async def render(self, job_id: str, record: JobRecord, event: Event) -> None:
+        if not isinstance(event, Failed):
+            await super().render(job_id, record, event)
+            return
+        if await tell_privately(self.bot, record, f"Classification failed: {event.reason}"):
+            hook = discord.Webhook.partial(self.bot.application_id, record.interaction_token, client=self.bot)
+            try:
+                await hook.delete_message(record.original_message_id or "@original")
+            except discord.HTTPException:
+                log.info("could not remove the placeholder of %s", job_id)
+        else:
+            log.info("classify %s failed after its interaction expired; the member was not told: %s",
+                     job_id, event.reason)
+        await self.bot.records.update(job_id, delivered=True)
+
+
 class Classify(commands.Cog):
     def __init__(self, bot: ClipBot):
         self.bot = bot
 
     async def cog_load(self) -> None:
-        self.bot.dispatcher.register("classify", CommandReply(self.bot, render_result))
+        self.bot.dispatcher.register("classify", ClassifyReply(self.bot, render_result))
 
     async def cog_unload(self) -> None:
         self.bot.dispatcher.unregister("classify")
@@ -48,7 +72,7 @@ class Classify(commands.Cog):
             data = await fetch_image(image, settings)
             key = await bot.queue.put_blob(data)
             job = ClassifyJob(user=interaction.user.id, guild=interaction.guild_id, channel=interaction.channel_id,
-                              image=key, labels=label_list,
+                              image=key, labels=label_list, safety=cfg.safety_policy(settings),
                               origin=Origin(source="discord", interaction_token=interaction.token))
             position = await bot.submit(job, cfg, f"classify {image.filename}", interaction,
                                    getattr(callback, "message_id", None))

@@ -6,7 +6,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import ClipBot
-from bot.guild_config import GuildConfig
+from bot.guild_config import GuildConfig, parse_safety_labels
+
+# /config safety_labels: these words instead of labels
+LABELS_OFF, LABELS_DEFAULT = "off", "default"
 
 
 def describe(cfg: GuildConfig, bot: ClipBot) -> str:
@@ -15,9 +18,15 @@ def describe(cfg: GuildConfig, bot: ClipBot) -> str:
     words = ", ".join(f"`{w}`" for w in cfg.banned_words) or "none"
     hof = f"<#{cfg.hof_channel}> at {cfg.threshold(settings)} 👍" if cfg.hof_channel else "off"
     up, down = cfg.emojis(settings)
+    quota = cfg.quota(settings)
+    exempt = f" (members with <@&{cfg.quota_exempt_role}> are exempt)" if cfg.quota_exempt_role else ""
+    policy = cfg.safety_policy(settings)
+    safety = ("off" if policy is None else
+              f"{', '.join(f'`{l}`' for l in policy.labels)} at {policy.threshold:g}")
     return (f"**Channels:** {chans}\n**Jobs per member:** {cfg.user_limit(settings)}\n"
             f"**Cooldown:** {cfg.cooldown(settings):g} s\n"
-            f"**Banned words:** {words}\n**Hall of fame:** {hof}\n**Vote reactions:** {up} {down}")
+            f"**Banned words:** {words}\n**Hall of fame:** {hof}\n**Vote reactions:** {up} {down}\n"
+            f"**Daily generations per member:** {quota or 'unlimited'}{exempt}\n**Safety check:** {safety}")
 
 
 class Config(commands.Cog):
@@ -32,7 +41,12 @@ class Config(commands.Cog):
         ban_word="Refuse prompts, labels and searches containing this word", unban_word="Remove a banned word",
         hall_of_fame_channel="Where generations reaching the threshold are reposted",
         hall_of_fame_threshold="👍 votes needed for the hall of fame",
-        vote_up="Up-vote reaction emoji", vote_down="Down-vote reaction emoji")
+        vote_up="Up-vote reaction emoji", vote_down="Down-vote reaction emoji",
+        daily_quota="Generations one member may start per UTC day (0 = unlimited)",
+        quota_exempt_role="Members with this role have no daily quota",
+        clear_quota_exempt_role="No role is exempt from the daily quota",
+        safety_labels="Comma-separated labels the safety check flags; 'off' to turn it off, 'default' for the bot's",
+        safety_threshold="Probability at which a safety label flags an image (0.01 to 1)")
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.checks.has_permissions(manage_guild=True)
     @app_commands.guild_only()
@@ -47,7 +61,12 @@ class Config(commands.Cog):
                      hall_of_fame_channel: discord.TextChannel | None = None,
                      hall_of_fame_threshold: app_commands.Range[int, 1, 1000] | None = None,
                      vote_up: app_commands.Range[str, 1, 64] | None = None,
-                     vote_down: app_commands.Range[str, 1, 64] | None = None) -> None:
+                     vote_down: app_commands.Range[str, 1, 64] | None = None,
+                     daily_quota: app_commands.Range[int, 0, 100_000] | None = None,
+                     quota_exempt_role: discord.Role | None = None,
+                     clear_quota_exempt_role: bool = False,
+                     safety_labels: app_commands.Range[str, 1, 2600] | None = None,
+                     safety_threshold: app_commands.Range[float, 0.01, 1.0] | None = None) -> None:
         store = self.bot.configs
         cfg = await store.get(interaction.guild_id)
         changes: dict = {}
@@ -69,6 +88,26 @@ class Config(commands.Cog):
                 changes[key] = value
         if hall_of_fame_channel is not None:
             changes["hof_channel"] = hall_of_fame_channel.id
+        if daily_quota is not None:
+            changes["daily_quota"] = daily_quota
+        if clear_quota_exempt_role:
+            changes["quota_exempt_role"] = None
+        if quota_exempt_role is not None:
+            changes["quota_exempt_role"] = quota_exempt_role.id
+        if safety_threshold is not None:
+            changes["safety_threshold"] = safety_threshold
+        if safety_labels is not None:
+            word = safety_labels.strip().casefold()
+            try:
+                changes["safety_labels"] = ([] if word == LABELS_OFF else None if word == LABELS_DEFAULT
+                                            else parse_safety_labels(safety_labels))
+            except ValueError as e:
+                await self.bot.refuse(interaction, f"{e} Nothing was changed.")
+                return
+            if changes["safety_labels"] == [] and word != LABELS_OFF:
+                await self.bot.refuse(interaction, "Those safety labels are empty; nothing was changed. "
+                                                   f"To turn the check off, use `{LABELS_OFF}`.")
+                return
         cfg = GuildConfig.model_validate({**cfg.model_dump(), **changes})
         await store.put(interaction.guild_id, cfg)
         await interaction.response.send_message(describe(cfg, self.bot), ephemeral=True,

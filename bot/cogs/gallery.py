@@ -57,7 +57,8 @@ class Gallery(commands.Cog):
                                          author=message.author.id, caption=(message.content or None) and message.content[:2000],
                                          thumbnail_url=att.url))
             job = IndexJob(user=interaction.user.id, guild=interaction.guild_id, channel=interaction.channel_id,
-                           add=items, origin=Origin(source="discord", interaction_token=interaction.token))
+                           add=items, origin=Origin(source="discord", interaction_token=interaction.token),
+                           safety=cfg.safety_policy(settings))
             await bot.submit(job, cfg, f"gallery +{len(items)}", interaction,
                              getattr(callback, "message_id", None), cooldown=False)
             await interaction.edit_original_response(content=f"Adding {len(items)} image(s) to the gallery…")

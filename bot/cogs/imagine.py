@@ -17,6 +17,8 @@ from jobs.schemas import ImagineJob, Origin
 
 from bot.app import ClipBot
 from bot.cogs._attachments import fetch_image, precheck
+from bot.contests import render as contest_render
+from bot.contests.store import Admission, Contest, ContestStore
 from bot.imagine.buttons import COG_NAME, CancelButton, RerollButton
 from bot.imagine.messages import ImagineMessages
 from bot.limits import Refused, check_prompt, parse_size
@@ -32,6 +34,7 @@ class Imagine(commands.Cog, name=COG_NAME):
     def __init__(self, bot: ClipBot):
         self.bot = bot
         self.messages = ImagineMessages(bot)
+        self.contests = ContestStore(bot.queue.redis, bot.settings.redis_prefix)
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(CancelButton, RerollButton)
@@ -70,16 +73,36 @@ class Imagine(commands.Cog, name=COG_NAME):
         await self.start(interaction, fields)
 
     async def start(self, interaction: discord.Interaction, fields: dict, reroll_of: str | None = None) -> None:
-        """Admission, queueing, the position answer and the progress message; shared by /imagine and Re-roll."""
+        """Admission, queueing, the position answer and the progress message; shared by /imagine and Re-roll.
+        In a contest's thread the run is an entry: admitted first, with the contest's steps and size."""
         bot = self.bot
+        contest: Contest | None = None
         try:
             cfg = await bot.admit(interaction, fields["prompt"])
+            contest = await self.contest_of(interaction.channel_id)
+            if contest is not None:
+                fields = {**fields, "steps": contest.steps, "width": contest.width, "height": contest.height,
+                          "count": 1}
+            fields["safety"] = cfg.safety_policy(bot.settings)
             job = ImagineJob(user=interaction.user.id, channel=interaction.channel_id, seed=fields.pop("seed", None) or new_seed(),
                              origin=Origin(source="discord", interaction_token=interaction.token, reroll_of=reroll_of),
                              **{**fields, "guild": interaction.guild_id})
-            position = await bot.submit(job, cfg, f"imagine {job.prompt[:40]}", interaction)
+            entry = None
+            if contest is not None:
+                admission = await self.contests.admit_entry(contest.id, job.id, interaction.user.id, job.seed)
+                if not admission.ok:
+                    raise Refused(contest_render.admission_refusal(contest, admission))
+                entry = contest_render.entry_label(admission.number)
+            try:
+                position = await bot.submit(job, cfg, f"imagine {job.prompt[:40]}", interaction)
+            except Refused:
+                if contest is not None:
+                    await self.contests.withdraw_entry(contest.id, job.id)
+                raise
             text = (f"Queued **{job.prompt}** (seed `{job.seed}`): position {position + 1} in the queue. "
                     "Progress will appear in this channel.")
+            if entry:
+                text = f"{entry} of the contest, shown without your name until it closes. " + text
             # the acknowledgement is private: the channel gets exactly one message per generation
             if interaction.response.is_done():
                 await interaction.edit_original_response(content=text)
@@ -95,6 +118,14 @@ class Imagine(commands.Cog, name=COG_NAME):
                     "so I cancelled the generation. Ask a moderator, or use another channel.", ephemeral=True)
         except Refused as e:
             await bot.refuse(interaction, str(e))
+
+    async def contest_of(self, channel_id: int | None) -> Contest | None:
+        """The open contest whose thread this is (None: an ordinary generation). Raises Refused in
+        the thread of a closed contest: it takes no more entries."""
+        contest = None if channel_id is None else await self.contests.for_thread(channel_id)
+        if contest is not None and not contest.is_open:
+            raise Refused(contest_render.admission_refusal(contest, Admission(False, "closed", 0)))
+        return contest
 
     async def reroll(self, interaction: discord.Interaction, job_id: str) -> None:
         """The Re-roll button: the same options as `job_id`, a new seed."""

@@ -63,7 +63,10 @@ local now = tonumber(ARGV[4])
 if c[1] ~= 'open' or now >= tonumber(c[2]) then return tally('closed') end
 if e[1] == ARGV[1] then return tally('own') end
 local days = tonumber(c[3])
-if days > 0 and (ARGV[5] == '' or tonumber(ARGV[5]) + days * 86400 > now) then return tally('too_new') end
+-- only adding needs the membership age: a counted vote passed it, and removals carry no member
+if ARGV[3] == 'add' and days > 0 and (ARGV[5] == '' or tonumber(ARGV[5]) + days * 86400 > now) then
+  return tally('too_new')
+end
 local cur = redis.call('HGET', KEYS[3], ARGV[1])
 if ARGV[3] == 'add' then
   if cur == ARGV[2] then return tally('unchanged') end

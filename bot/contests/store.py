@@ -15,6 +15,7 @@ Keys (under `<prefix>bot:contest:`):
 | `thread:<thread>` | string | the contest this thread belongs to |
 | `msg:<message>` | string | `<contest id> <job id>`: which entry a reacted message shows |
 | `closing` | sorted set | contests not yet finished, by closing time: survives restarts |
+| `told:<id>:<member>:<reason>` | string, 7 days | the member was told why a reaction did not count (bot/cogs/votes.py) |
 
 Times are unix seconds passed by the caller (`now`), as elsewhere in the bot. Discord ids are
 kept as strings in Lua (doubles would round them).
@@ -222,6 +223,11 @@ class ContestStore:
             return None
         cid, job_id = _s(raw).split(" ", 1)
         return cid, job_id
+
+    async def entry_number(self, cid: str, job_id: str) -> int | None:
+        """The entry number of an admitted job ("Entry #n"), or None when the job is no entry of it."""
+        n = await self.redis.zscore(f"{self._c(cid)}:entries", job_id)
+        return None if n is None else int(n)
 
     async def entry_count(self, cid: str, author: int) -> int:
         return int(_s(await self.redis.hget(f"{self._c(cid)}:authors", author) or 0))

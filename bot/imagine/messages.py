@@ -18,21 +18,36 @@ from dataclasses import dataclass
 
 import discord
 
-from jobs.schemas import Event, Failed, FINAL_EVENTS, GalleryItem, IndexJob, Origin, Progress, Result, Started
+from jobs.schemas import (Event, Failed, FINAL_EVENTS, GalleryItem, IndexJob, Origin, Progress, Result, Started,
+                          safety_of)
 from jobs.client import cancel_by
 
 from bot import render
 from bot.app import ClipBot
+from bot.contests import render as contest_render
+from bot.contests.store import Contest, ContestStore
 from bot.dispatcher import Renderer
 from bot.imagine.buttons import final_view, progress_view
 from bot.jobstore import JobRecord
 from bot.progress import LatestFrameEditor
+from bot.replies import tell_privately
 from bot.votes import Generation
 
 log = logging.getLogger(__name__)
 
 GONE = (discord.NotFound, discord.Forbidden)
 GIF_TOO_LARGE = "\n(the timelapse GIF was too large for this server's upload limit)"
+FLAGGED_NOTE = ("\n⚠️ This server's safety check marked this picture, so it is hidden behind a spoiler; "
+                "it is kept out of /find and the hall of fame.")
+# the failure of a job whose start image was checked may be that check's refusal: the reason is private
+INIT_REFUSED = "❌ failed (the reason was sent to its author privately)"
+
+
+@dataclass(frozen=True)
+class EntryOf:
+    """A generation that is a contest entry: its caption hides the author and the seed."""
+    contest: Contest
+    number: int
 
 
 @dataclass
@@ -48,6 +63,7 @@ class FinalPost:
     content: str
     files: list[discord.File]
     view: discord.ui.View | None = None
+    flagged: bool = False  # the safety check marked the picture
 
 
 class ImagineMessages(Renderer):
@@ -55,6 +71,8 @@ class ImagineMessages(Renderer):
         self.bot = bot
         self._editors: dict[str, LatestFrameEditor] = {}
         self._message_locks: dict[str, asyncio.Lock] = {}  # job id -> guards creating its one message
+        self.contests = ContestStore(bot.queue.redis, bot.settings.redis_prefix)
+        self._entries: dict[str, EntryOf | None] = {}  # job id -> its contest entry, looked up once
 
     # ------------------------------------------------------------------ Renderer
 
@@ -76,6 +94,7 @@ class ImagineMessages(Renderer):
 
     async def forget(self, job_id: str) -> None:
         self._message_locks.pop(job_id, None)
+        self._entries.pop(job_id, None)
         editor = self._editors.pop(job_id, None)
         if editor is not None:
             await editor.close()
@@ -83,6 +102,25 @@ class ImagineMessages(Renderer):
     async def close(self) -> None:
         for editor in list(self._editors.values()):
             await editor.close()
+
+    # ------------------------------------------------------------------ contest entries
+
+    async def entry_of(self, job_id: str, record: JobRecord) -> EntryOf | None:
+        if job_id not in self._entries:
+            found = None
+            contest = await self.contests.for_thread(record.channel) if record.channel else None
+            if contest is not None:
+                number = await self.contests.entry_number(contest.id, job_id)
+                found = None if number is None else EntryOf(contest, number)
+            self._entries[job_id] = found
+        return self._entries[job_id]
+
+    async def caption(self, job_id: str, record: JobRecord, status: str, **meta) -> str:
+        """The generation's text; an entry's shows neither author nor seed (the ranking reveals both)."""
+        entry = await self.entry_of(job_id, record)
+        if entry is not None:
+            return f"{contest_render.entry_caption(entry.contest, entry.number)}\n{status}"
+        return render.imagine_caption(record.job.prompt, record.user, status=status, **meta)
 
     # ------------------------------------------------------------------ progress
 
@@ -93,9 +131,8 @@ class ImagineMessages(Renderer):
             record = await self.bot.records.get(job_id)
             if record is None or record.message_id is not None or record.channel is None or record.delivered:
                 return record
-            job = record.job
             channel = self.bot.get_partial_messageable(record.channel, guild_id=record.guild)
-            msg = await channel.send(render.imagine_caption(job.prompt, record.user, seed=job.seed, status=status),
+            msg = await channel.send(await self.caption(job_id, record, status, seed=record.job.seed),
                                      view=progress_view(job_id), allowed_mentions=discord.AllowedMentions.none())
             return await self.bot.records.update(job_id, message_id=msg.id)
 
@@ -114,8 +151,7 @@ class ImagineMessages(Renderer):
             record = await self.ensure_progress_message(job_id, frame.status)
             if record is None or record.message_id is None:
                 return
-        job = record.job
-        content = render.imagine_caption(job.prompt, record.user, seed=job.seed, status=frame.status)
+        content = await self.caption(job_id, record, frame.status, seed=record.job.seed)
         changes: dict = {"content": content}
         if frame.preview:
             png = await self.bot.queue.get_blob(frame.preview)
@@ -135,7 +171,18 @@ class ImagineMessages(Renderer):
         post = await self._final_post(job_id, record, event)
         msg = await self._post(job_id, record, post)
         if msg is not None and isinstance(event, Result):
-            await self._follow_up(job_id, record, event, msg)
+            await self._follow_up(job_id, record, event, msg, post.flagged)
+        elif isinstance(event, Failed) and _init_checked(record):
+            await tell_privately(self.bot, record, f"Your generation failed: {event.reason}")
+        entry = await self.entry_of(job_id, record)
+        if entry is None:
+            return
+        if msg is not None and isinstance(event, Result):
+            placed = await self.contests.entry_posted(entry.contest.id, job_id, msg.id, flagged=post.flagged)
+            log.info("contest %s: entry #%d (%s) posted as %s: %s", entry.contest.id, entry.number, job_id, msg.id, placed)
+        elif await self.contests.withdraw_entry(entry.contest.id, job_id):
+            log.info("contest %s: entry #%d (%s) withdrawn (%s)", entry.contest.id, entry.number, job_id,
+                     type(event).__name__)
 
     async def _final_post(self, job_id: str, record: JobRecord, event: Event) -> FinalPost:
         job = record.job
@@ -144,22 +191,27 @@ class ImagineMessages(Renderer):
             size = data.get("size") or (f"{data['width']}x{data['height']}" if "width" in data else None)
             score = data.get("clip_score")
             status = "✅ done" + (f" · CLIP score {score:.3f}" if isinstance(score, (int, float)) else "")
-            content = render.imagine_caption(job.prompt, record.user, seed=data.get("seed", job.seed),
-                                             steps=data.get("steps", job.steps), size=size, status=status)
+            content = await self.caption(job_id, record, status, seed=data.get("seed", job.seed),
+                                         steps=data.get("steps", job.steps), size=size)
+            flagged = _flagged(job_id, data)
+            if flagged:
+                content += FLAGGED_NOTE
             files = []
             for blob, filename in (("png", "imagine.png"), ("gif", "timelapse.gif")):
                 key = event.blobs.get(blob)
                 payload = await self.bot.queue.get_blob(key) if key else None
                 if payload:
-                    files.append(discord.File(io.BytesIO(payload), filename=filename))
-            return FinalPost(content, files, final_view(job_id))
+                    # Discord blurs attachments named SPOILER_* until a member clicks them
+                    files.append(discord.File(io.BytesIO(payload), filename=filename, spoiler=flagged))
+            return FinalPost(content, files, final_view(job_id), flagged=flagged)
         if isinstance(event, Failed):
-            status = f"❌ failed: {event.reason}"
+            # a refused start image is the member's business: the reason goes to them privately
+            status = INIT_REFUSED if _init_checked(record) else f"❌ failed: {event.reason}"
         else:
             # the cancel flag holds the id as text; the event's number can be rounded by Redis' Lua (a double)
             by_id = cancel_by(await self.bot.queue.cancel_flag(job_id)) or getattr(event, "by", None)
             status = "🛑 cancelled" + (f" by <@{by_id}>" if by_id else "")
-        return FinalPost(render.imagine_caption(job.prompt, record.user, seed=job.seed, status=status), [])
+        return FinalPost(await self.caption(job_id, record, status, seed=job.seed), [])
 
     async def _post(self, job_id: str, record: JobRecord, post: FinalPost) -> discord.Message | None:
         """Edit the generation's message into `post`, or send it anew; None when the channel refuses it."""
@@ -203,8 +255,15 @@ class ImagineMessages(Renderer):
         return await message.edit(attachments=post.files, view=post.view or None, content=post.content,
                                   allowed_mentions=discord.AllowedMentions.none())
 
-    async def _follow_up(self, job_id: str, record: JobRecord, event: Result, msg: discord.Message) -> None:
-        """Invite votes, register the generation for them and index it for /find."""
+    async def _follow_up(self, job_id: str, record: JobRecord, event: Result, msg: discord.Message,
+                         flagged: bool = False) -> None:
+        """Invite votes, register the generation for them and index it for /find. A flagged picture
+        gets none of it (no votes, so never the hall of fame; not in /find), except a contest entry's
+        votes, which rank it (the contest's hall of fame skips flagged entries)."""
+        entry = await self.entry_of(job_id, record)
+        if flagged and entry is None:
+            log.info("generation %s flagged: posted as a spoiler, no votes, not indexed", job_id)
+            return
         cfg = await self.bot.configs.get(record.guild)
         for emoji in cfg.emojis(self.bot.settings):
             try:
@@ -214,6 +273,11 @@ class ImagineMessages(Renderer):
         if record.guild is None:
             return
         image_url = msg.attachments[0].url if msg.attachments else ""
+        if entry is not None:
+            # contest votes are the contest's (bot.contests); /top and /find would name the author
+            if flagged:
+                log.info("contest entry %s flagged: posted as a spoiler, not indexed, never the hall of fame", job_id)
+            return
         await self.bot.votes.register(Generation(job_id=job_id, guild=record.guild, channel=record.channel or 0,
                                                  message_id=msg.id, user=record.user, prompt=record.job.prompt,
                                                  created=time.time(), image_url=image_url))
@@ -232,3 +296,18 @@ class ImagineMessages(Renderer):
         submitted = await self.bot.queue.submit(index, user_limit=1_000_000)  # the bot's own job: no user cap
         if not submitted.accepted:
             log.warning("gallery index for %s refused: %s", job_id, submitted.reason)
+
+
+def _flagged(job_id: str, data: dict) -> bool:
+    try:
+        verdict = safety_of(data)
+    except ValueError:  # a malformed verdict: shown as unchecked, and said so in the log
+        log.warning("generation %s carries an unreadable safety verdict", job_id)
+        return False
+    return verdict is not None and verdict.flagged
+
+
+def _init_checked(record: JobRecord) -> bool:
+    """The job's start image went through the safety check (a failure may be its refusal)."""
+    job = record.job
+    return bool(getattr(job, "init_image", None)) and getattr(job, "safety", None) is not None
