@@ -51,6 +51,7 @@ class Worker:
         *,
         worker_id: str | None = None,
         heartbeat_s: float = 5.0,
+        dead_after_beats: int = 3,
         progress_interval_s: float = 1.0,
         cancel_check_s: float = 0.25,
         shutdown_grace_s: float = 20.0,
@@ -62,6 +63,9 @@ class Worker:
         self.setup = setup
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.heartbeat_s = heartbeat_s
+        # registry TTL, and how long a worker's jobs sit unheartbeaten before a live worker takes
+        # them over (floored: a loaded machine may delay one beat by a second)
+        self.dead_after_s = max(dead_after_beats * heartbeat_s, 2.0)
         self.progress_interval_s = progress_interval_s
         self.cancel_check_s = cancel_check_s
         self.shutdown_grace_s = shutdown_grace_s
@@ -75,6 +79,7 @@ class Worker:
         self.jobs_done = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reclaim_every = max(queue.visibility_timeout_s / 2, 0.2)
+        self._dead_check_every = max(min(heartbeat_s, self.dead_after_s / 3), 0.2)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -122,9 +127,15 @@ class Worker:
         """Reclaimed jobs first (every half visibility timeout), then new ones."""
         out: list[Claim] = []
         now = time.monotonic()
-        if now - state.get("reclaimed", 0.0) >= self._reclaim_every:
+        if not state.get("adopted"):  # once at start: what a previous process of this name left
+            out = await self.queue.adopt_own(lane, self.id, count)
+            state["adopted"] = len(out) < count
+        if now - state.get("dead_checked", 0.0) >= self._dead_check_every:
+            state["dead_checked"] = now
+            out += await self.queue.reclaim_dead(lane, self.id, self.dead_after_s, count - len(out))
+        if now - state.get("reclaimed", 0.0) >= self._reclaim_every and len(out) < count:
             state["reclaimed"] = now
-            out = await self.queue.reclaim(lane, self.id, count)
+            out += await self.queue.reclaim(lane, self.id, count - len(out))
         if len(out) < count:
             out += await self.queue.take(lane, self.id, count - len(out), self.block_ms if block else None)
         if self.stopping.is_set():  # arrived as we were told to stop: give them straight back
@@ -252,7 +263,7 @@ class Worker:
             device=self.setup.device, lanes=self.setup.lanes(), current=list(self.running),
             started=self.started,
         )
-        await self.queue.register_worker(info, ttl_s=max(3 * self.heartbeat_s, 2.0))
+        await self.queue.register_worker(info, ttl_s=self.dead_after_s)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -280,6 +291,7 @@ class Worker:
 def worker_from_settings(queue: Queue, setup: WorkerSetup, settings) -> Worker:
     return Worker(
         queue, setup, worker_id=settings.worker_id, heartbeat_s=settings.heartbeat_s,
+        dead_after_beats=settings.dead_after_beats,
         progress_interval_s=settings.progress_interval_s, cancel_check_s=settings.cancel_check_s,
         shutdown_grace_s=settings.shutdown_grace_s, heartbeat_file=settings.heartbeat_file,
     )
