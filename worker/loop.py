@@ -261,7 +261,7 @@ class Worker:
         info = WorkerInfo(
             id=self.id, host=socket.gethostname(), pid=os.getpid(), models=list(self.setup.models),
             device=self.setup.device, lanes=self.setup.lanes(), current=list(self.running),
-            started=self.started,
+            started=self.started, max_pixels=int(getattr(self.setup.imagine_engine, "max_pixels", 0) or 0),
         )
         await self.queue.register_worker(info, ttl_s=self.dead_after_s)
 
