@@ -135,6 +135,7 @@ class Settings(BaseSettings):
     blob_ttl_s: int = Field(86400, ge=10, description="Lifetime of stored images (uploads, previews, results) in seconds.")
     blob_max_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest blob (image, GIF) accepted.")
     events_maxlen: int = Field(100_000, ge=100, description="Approximate length the events stream is trimmed to.")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve Prometheus metrics on this port (`/metrics`, all interfaces). Unset: off. Bot and worker each serve their own: give each process its own value (README: Metrics).")
     job_ttl_s: int = Field(7 * 86400, ge=60, description="How long a finished job's status stays queryable.")
 
     # --- worker (CLIPBOT_*)

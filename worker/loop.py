@@ -32,6 +32,7 @@ from jobs.retry import DEFAULT_RETRY, REDIS_DOWN, RetryPolicy
 from jobs.schemas import Cancelled, Failed, Result
 from worker.api import JobCancelled, JobError, Outcome
 from worker.context import RedisJobContext
+from worker.metrics import WorkerMetrics
 from worker.setup import BatchEngine, WorkerSetup
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Worker:
         block_ms: int = 1000,
         heartbeat_file: str | os.PathLike | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        metrics_port: int | None = None,
     ):
         self.queue = queue
         self.setup = setup
@@ -72,6 +74,8 @@ class Worker:
         self.block_ms = block_ms
         self.heartbeat_file = heartbeat_file
         self.retry = retry
+        self.metrics = WorkerMetrics()
+        self.metrics_port = metrics_port
         self.running: dict[str, _Running] = {}
         self.stopping = asyncio.Event()
         self.hard_stop = threading.Event()  # read by engine threads through ctx.cancelled()
@@ -98,6 +102,11 @@ class Worker:
         lanes = self.setup.lanes()
         if not lanes:
             raise RuntimeError("this worker has no handlers: nothing to serve")
+        if self.metrics_port:
+            try:
+                self.metrics.serve(self.metrics_port)
+            except OSError as e:  # a port in use must not keep the jobs from being served
+                log.error("metrics: cannot serve on port %d (%s); running without metrics", self.metrics_port, e)
         await self.retry.call(self._register)
         for lane in lanes:
             await self.retry.call(lambda lane=lane: self.queue.prune_consumers(lane))
@@ -119,6 +128,7 @@ class Worker:
                 await self.queue.unregister_worker(self.id)
             except REDIS_DOWN:
                 pass
+            self.metrics.close()
             log.info("worker %s stopped after %d job(s)", self.id, self.jobs_done)
 
     # ------------------------------------------------------------------ lanes
@@ -142,6 +152,8 @@ class Worker:
             for claim in out:
                 await self.queue.release(claim, refund=True)
             return []
+        for claim in out:
+            self.metrics.started(claim)
         return out
 
     async def _serial_lane(self, lane: str) -> None:
@@ -187,7 +199,9 @@ class Worker:
                         await self._add_to_batch(engine, claim)
                 if engine.active:
                     try:
+                        t0 = time.monotonic()
                         await asyncio.to_thread(engine.step)
+                        self.metrics.stepped(time.monotonic() - t0, engine.active)
                     except Exception as e:
                         log.exception("batch engine failed; giving its jobs back")
                         error = f"engine crashed: {e!r}"
@@ -195,6 +209,7 @@ class Worker:
                             if r.claim.lane == lane:
                                 await self.retry.call(lambda r=r: self.queue.release(r.claim, error=error))
                                 self.running.pop(r.claim.job.id, None)
+                                self.metrics.ended(r.claim, "crashed")
                         raise
                 for job, result in engine.pop_finished():
                     r = self.running.pop(job.id, None)
@@ -228,6 +243,7 @@ class Worker:
         queue, job = self.queue, claim.job
         if ctx.lost:
             log.warning("job %s: claim lost to another worker; dropping our result", job.id)
+            self.metrics.ended(claim, "lost")
             return
         if isinstance(result, JobCancelled):
             if ctx.user_cancelled:
@@ -235,6 +251,7 @@ class Worker:
             else:  # shutting down: somebody else will run it; this attempt does not count
                 await self.retry.call(lambda: queue.release(claim, refund=True))
                 log.info("job %s released for another worker", job.id)
+                self.metrics.ended(claim, "released")
                 return
         elif isinstance(result, JobError):
             ev = Failed(job_id=job.id, seq=0, reason=str(result) or "The job failed.")
@@ -242,6 +259,7 @@ class Worker:
             log.error("job %s (attempt %d) crashed: %r", job.id, claim.attempt, result, exc_info=result)
             # unexpected: retried (maybe on another worker) until max deliveries, then dead-lettered
             await self.retry.call(lambda: queue.release(claim, error=f"{type(result).__name__}: {result}"[:300]))
+            self.metrics.ended(claim, "crashed")
             return
         else:
             try:
@@ -252,8 +270,10 @@ class Worker:
         seq = await self.retry.call(lambda: queue.finish(claim, ev))
         if seq is None:
             log.warning("job %s: claim lost before finishing; the other worker's result stands", job.id)
+            self.metrics.ended(claim, "lost")
         else:
             self.jobs_done += 1
+            self.metrics.ended(claim, ev.type)
 
     # ------------------------------------------------------------------ heartbeat
 
@@ -291,7 +311,7 @@ class Worker:
 def worker_from_settings(queue: Queue, setup: WorkerSetup, settings) -> Worker:
     return Worker(
         queue, setup, worker_id=settings.worker_id, heartbeat_s=settings.heartbeat_s,
-        dead_after_beats=settings.dead_after_beats,
+        dead_after_beats=settings.dead_after_beats, metrics_port=settings.metrics_port,
         progress_interval_s=settings.progress_interval_s, cancel_check_s=settings.cancel_check_s,
         shutdown_grace_s=settings.shutdown_grace_s, heartbeat_file=settings.heartbeat_file,
     )
