@@ -78,3 +78,24 @@ async def test_restarted_worker_with_the_same_id_takes_back_its_jobs(queue, work
     starts = [e for e in events if e.type == "started"]
     assert [(e.worker, e.attempt) for e in starts] == [("worker-a", 1), ("worker-a", 2)]
     assert starts[1].at < t_kill + DEFAULT_VISIBILITY_S / 2
+
+
+async def test_reclaim_dead_needs_both_an_expired_registration_and_idle_entries(queue):
+    from jobs.registry import WorkerInfo
+    from jobs.schemas import Result
+
+    job = FindJob(query="q", user=1)
+    await queue.submit(job)
+    (held,) = await queue.take(FAST, "ghost", block_ms=None)
+    await queue.register_worker(WorkerInfo(id="ghost", host="h", pid=1, lanes=[FAST]), ttl_s=30)
+    assert await queue.reclaim_dead(FAST, "live", min_idle_s=0.0) == []  # registered: alive
+    await queue.unregister_worker("ghost")
+    assert await queue.reclaim_dead(FAST, "live", min_idle_s=30.0) == []  # heartbeated too recently
+    (taken,) = await queue.reclaim_dead(FAST, "live", min_idle_s=0.0)
+    assert (taken.job.id, taken.attempt) == (job.id, 2)
+    st = await queue.status(job.id)
+    assert (st.state, st.worker, st.attempts) == ("running", "live", 2)
+    # the old holder is fenced out: its Result is refused, the new holder's stands
+    assert await queue.finish(held, Result(job_id=job.id, seq=0, data={})) is None
+    assert await queue.finish(taken, Result(job_id=job.id, seq=0, data={})) is not None
+    assert await queue.reclaim_dead(FAST, "other", min_idle_s=0.0) == []

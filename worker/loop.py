@@ -83,7 +83,11 @@ class Worker:
         self.jobs_done = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reclaim_every = max(queue.visibility_timeout_s / 2, 0.2)
-        self._dead_check_every = max(min(heartbeat_s, self.dead_after_s / 3), 0.2)
+        # cheap (one XINFO CONSUMERS per lane), so often: a dead worker's jobs wait at most ~1 s more
+        self._dead_check_every = max(min(heartbeat_s, 1.0, self.dead_after_s / 3), 0.2)
+        # after a Redis outage every worker's registry entry may have lapsed: judge none dead until
+        # ours beat again and the others had as long as death takes to beat too
+        self._redis_back_at: float | None = float("-inf")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -140,7 +144,9 @@ class Worker:
         if not state.get("adopted"):  # once at start: what a previous process of this name left
             out = await self.queue.adopt_own(lane, self.id, count)
             state["adopted"] = len(out) < count
-        if now - state.get("dead_checked", 0.0) >= self._dead_check_every:
+        back = self._redis_back_at
+        settled = back is not None and now - back >= self.dead_after_s
+        if settled and now - state.get("dead_checked", 0.0) >= self._dead_check_every:
             state["dead_checked"] = now
             out += await self.queue.reclaim_dead(lane, self.id, self.dead_after_s, count - len(out))
         if now - state.get("reclaimed", 0.0) >= self._reclaim_every and len(out) < count:
@@ -298,11 +304,14 @@ class Worker:
                         if flag:
                             r.ctx.cancel_flag = flag
                 await self._register()
+                if self._redis_back_at is None:
+                    self._redis_back_at = time.monotonic()
                 if self.heartbeat_file:
                     with open(self.heartbeat_file, "a"):
                         os.utime(self.heartbeat_file)
             except REDIS_DOWN as e:
                 log.warning("heartbeat failed: %s", e)
+                self._redis_back_at = None
             except Exception:  # noqa: BLE001 - the heartbeat must never die
                 log.exception("heartbeat error")
             await asyncio.sleep(self.heartbeat_s)
