@@ -46,11 +46,12 @@ async def test_sigkill_job_is_taken_over_when_the_registration_expires(queue, wo
 
 
 async def test_slow_worker_that_heartbeats_keeps_its_job(queue, worker_procs, worker_env, redis_url):
-    # each fake step is slow (1 s, over the 0.9 s of three missed beats), heartbeats keep coming
-    env = {**default_visibility(worker_env), "CLIPBOT_FAKE_STEP_S": "1.0"}
+    # each fake step (2.5 s) is longer than death takes to be judged (3 beats of 0.3 s, at least
+    # 2 s), while the worker's heartbeats keep coming
+    env = {**default_visibility(worker_env), "CLIPBOT_FAKE_STEP_S": "2.5"}
     a = worker_procs(redis_url, env, "worker-a")
     await live_workers(queue, 1)
-    job = ImagineJob(prompt="slow", steps=4, user=1)
+    job = ImagineJob(prompt="slow", steps=2, user=1)
     await queue.submit(job)
     assert await started_by(queue, job.id) == "worker-a"
     worker_procs(redis_url, env, "worker-b")
