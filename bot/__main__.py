@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         # single-machine mode: one local worker on the same embedded Redis
         from jobs.local_worker import spawn_worker
 
-        worker = spawn_worker(url)
+        # its metrics (if on) on the next port: the bot's own port is taken by the bot
+        worker = spawn_worker(url, {"CLIPBOT_METRICS_PORT": str(settings.metrics_port + 1)} if settings.metrics_port else None)
         logging.info("embedded Redis at %s; started local worker pid %d", url, worker.pid)
     try:
         asyncio.run(run(settings, url))

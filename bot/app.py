@@ -24,6 +24,7 @@ from bot.dispatcher import EventDispatcher
 from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.jobstore import JobStore, record_for
 from bot.limits import Cooldowns, Refused
+from bot.metrics import BotMetrics
 from bot.registration import sync_commands
 from jobs.settings import Settings
 from bot.votes import VoteBook
@@ -60,6 +61,7 @@ class ClipBot(commands.Bot):
         reader = EventReader(redis, group="bot", consumer=consumer or settings.events_consumer, prefix=prefix)
         self.dispatcher = EventDispatcher(reader, self.records, self.wait_until_ready)
         self.tree.on_error = self._on_tree_error
+        self.metrics = None  # bot.metrics.BotMetrics while CLIPBOT_METRICS_PORT is served
 
     async def setup_hook(self) -> None:
         # open a few pool connections now, so the first burst of commands does not pay for them
@@ -69,8 +71,19 @@ class ClipBot(commands.Bot):
         if self.settings.sync_commands:
             await sync_commands(self.tree, self.settings.dev_guild)
         self.dispatcher.start()
+        if self.settings.metrics_port:
+            self._serve_metrics(self.settings.metrics_port)
+
+    def _serve_metrics(self, port: int) -> None:
+        self.metrics = BotMetrics(self.queue, asyncio.get_running_loop())
+        try:
+            self.metrics.serve(port)
+        except OSError as e:  # a port in use must not keep the bot from serving members
+            log.error("metrics: cannot serve on port %d (%s); running without metrics", port, e)
 
     async def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
         await self.dispatcher.stop()
         await super().close()
 

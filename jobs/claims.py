@@ -79,6 +79,59 @@ class ClaimQueue(QueueBase):
             out.append(entry)
         return await self._claim_entries(lane, consumer, out)
 
+    async def reclaim_dead(self, lane: str, consumer: str, min_idle_s: float, count: int = 1) -> list[Claim]:
+        """Take over jobs held by workers whose registry entry expired (they missed several
+        heartbeats: dead), without waiting for the visibility timeout.
+
+        Two proofs of death must agree: the consumer's registry entry is gone (its TTL is a few
+        heartbeats, kept by Redis's own clock), and the entry itself was not heartbeaten for
+        `min_idle_s` (XCLAIM's min-idle re-checks that atomically, so a worker that beats in
+        between keeps its job). Claimed through the same script as every take: the attempt is
+        counted, a new claim token fences the old holder out, Started is published."""
+        if count <= 0:
+            return []
+        await self.ensure_groups([lane])
+        stream = self.keys.stream(lane)
+        min_idle_ms = int(min_idle_s * 1000)
+        claimed = []
+        for c in await self.redis.xinfo_consumers(stream, WORKER_GROUP):
+            name = as_text(c["name"])
+            if name == consumer or int(c["pending"]) == 0 or await self.redis.exists(self.keys.worker(name)):
+                continue
+            pending = await self.redis.xpending_range(stream, WORKER_GROUP, min="-", max="+", count=count - len(claimed),
+                                                      consumername=name, idle=min_idle_ms)
+            ids = [p["message_id"] for p in pending]
+            if not ids:
+                continue
+            log.warning("worker %s is gone (no registry entry): reclaiming %d job(s) on %s", name, len(ids), lane)
+            for entry in await self.redis.xclaim(stream, WORKER_GROUP, consumer, min_idle_ms, ids):
+                if entry is None or entry[0] is None or entry[1] is None:  # deleted under us
+                    if entry is not None and entry[0] is not None:
+                        await self.redis.xack(stream, WORKER_GROUP, entry[0])
+                    continue
+                claimed.append(entry)
+            if len(claimed) >= count:
+                break
+        return await self._claim_entries(lane, consumer, claimed)
+
+    async def adopt_own(self, lane: str, consumer: str, count: int = 1) -> list[Claim]:
+        """Jobs still pending under this consumer's name when it starts: a previous process with
+        the same worker id (a restarted container keeps its hostname and pid 1) died holding them.
+        Its registry entry is this process's now, so `reclaim_dead` would never see it dead."""
+        if count <= 0:
+            return []
+        await self.ensure_groups([lane])
+        stream = self.keys.stream(lane)
+        pending = await self.redis.xpending_range(stream, WORKER_GROUP, min="-", max="+", count=count,
+                                                  consumername=consumer)
+        ids = [p["message_id"] for p in pending]
+        if not ids:
+            return []
+        log.warning("%d job(s) on %s were left by a previous process named %s: taking them over", len(ids), lane, consumer)
+        entries = [e for e in await self.redis.xclaim(stream, WORKER_GROUP, consumer, 0, ids)
+                   if e is not None and e[0] is not None and e[1] is not None]
+        return await self._claim_entries(lane, consumer, entries)
+
     async def _claim_entries(self, lane: str, consumer: str, entries) -> list[Claim]:
         k = self.keys
         out = []

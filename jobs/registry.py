@@ -18,6 +18,7 @@ class WorkerInfo:
     device: str = "cpu"
     lanes: list[str] = field(default_factory=list)
     current: list[str] = field(default_factory=list)  # job ids being worked on
+    max_pixels: int = 0  # largest picture its imagine engine admits; 0 = not declared
     started: float = field(default_factory=time.time)
     seen: float = field(default_factory=time.time)
 

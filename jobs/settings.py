@@ -130,10 +130,12 @@ class Settings(BaseSettings):
     user_max_jobs: int = Field(3, ge=1, le=1000, description="Jobs one user may have queued or running at once.")
     visibility_timeout_s: float = Field(30.0, gt=0, le=3600, description="A claimed job whose worker sent no heartbeat for this long is reclaimed by another worker.")
     heartbeat_s: float = Field(5.0, gt=0, le=600, description="How often a worker refreshes its claims and its registry entry. Must be well under the visibility timeout.")
+    dead_after_beats: int = Field(3, ge=2, le=100, description="Missed heartbeats after which a worker counts as dead: its registry entry expires and a live worker takes over its jobs at once (at least 2 s; the visibility timeout stays the backstop).")
     max_deliveries: int = Field(3, ge=1, le=100, description="Deliveries of one job before it is dead-lettered and the user told it failed.")
     blob_ttl_s: int = Field(86400, ge=10, description="Lifetime of stored images (uploads, previews, results) in seconds.")
     blob_max_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest blob (image, GIF) accepted.")
     events_maxlen: int = Field(100_000, ge=100, description="Approximate length the events stream is trimmed to.")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve Prometheus metrics on this port (`/metrics`, all interfaces). Unset: off. Bot and worker each serve their own: give each process its own value (README: Metrics).")
     job_ttl_s: int = Field(7 * 86400, ge=60, description="How long a finished job's status stays queryable.")
 
     # --- worker (CLIPBOT_*)

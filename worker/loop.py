@@ -32,6 +32,7 @@ from jobs.retry import DEFAULT_RETRY, REDIS_DOWN, RetryPolicy
 from jobs.schemas import Cancelled, Failed, Result
 from worker.api import JobCancelled, JobError, Outcome
 from worker.context import RedisJobContext
+from worker.metrics import WorkerMetrics
 from worker.setup import BatchEngine, WorkerSetup
 
 log = logging.getLogger(__name__)
@@ -51,23 +52,30 @@ class Worker:
         *,
         worker_id: str | None = None,
         heartbeat_s: float = 5.0,
+        dead_after_beats: int = 3,
         progress_interval_s: float = 1.0,
         cancel_check_s: float = 0.25,
         shutdown_grace_s: float = 20.0,
         block_ms: int = 1000,
         heartbeat_file: str | os.PathLike | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        metrics_port: int | None = None,
     ):
         self.queue = queue
         self.setup = setup
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.heartbeat_s = heartbeat_s
+        # registry TTL, and how long a worker's jobs sit unheartbeaten before a live worker takes
+        # them over (floored: a loaded machine may delay one beat by a second)
+        self.dead_after_s = max(dead_after_beats * heartbeat_s, 2.0)
         self.progress_interval_s = progress_interval_s
         self.cancel_check_s = cancel_check_s
         self.shutdown_grace_s = shutdown_grace_s
         self.block_ms = block_ms
         self.heartbeat_file = heartbeat_file
         self.retry = retry
+        self.metrics = WorkerMetrics()
+        self.metrics_port = metrics_port
         self.running: dict[str, _Running] = {}
         self.stopping = asyncio.Event()
         self.hard_stop = threading.Event()  # read by engine threads through ctx.cancelled()
@@ -75,6 +83,11 @@ class Worker:
         self.jobs_done = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reclaim_every = max(queue.visibility_timeout_s / 2, 0.2)
+        # cheap (one XINFO CONSUMERS per lane), so often: a dead worker's jobs wait at most ~1 s more
+        self._dead_check_every = max(min(heartbeat_s, 1.0, self.dead_after_s / 3), 0.2)
+        # after a Redis outage every worker's registry entry may have lapsed: judge none dead until
+        # ours beat again and the others had as long as death takes to beat too
+        self._redis_back_at: float | None = float("-inf")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -93,6 +106,11 @@ class Worker:
         lanes = self.setup.lanes()
         if not lanes:
             raise RuntimeError("this worker has no handlers: nothing to serve")
+        if self.metrics_port:
+            try:
+                self.metrics.serve(self.metrics_port)
+            except OSError as e:  # a port in use must not keep the jobs from being served
+                log.error("metrics: cannot serve on port %d (%s); running without metrics", self.metrics_port, e)
         await self.retry.call(self._register)
         for lane in lanes:
             await self.retry.call(lambda lane=lane: self.queue.prune_consumers(lane))
@@ -114,6 +132,7 @@ class Worker:
                 await self.queue.unregister_worker(self.id)
             except REDIS_DOWN:
                 pass
+            self.metrics.close()
             log.info("worker %s stopped after %d job(s)", self.id, self.jobs_done)
 
     # ------------------------------------------------------------------ lanes
@@ -122,15 +141,25 @@ class Worker:
         """Reclaimed jobs first (every half visibility timeout), then new ones."""
         out: list[Claim] = []
         now = time.monotonic()
-        if now - state.get("reclaimed", 0.0) >= self._reclaim_every:
+        if not state.get("adopted"):  # once at start: what a previous process of this name left
+            out = await self.queue.adopt_own(lane, self.id, count)
+            state["adopted"] = len(out) < count
+        back = self._redis_back_at
+        settled = back is not None and now - back >= self.dead_after_s
+        if settled and now - state.get("dead_checked", 0.0) >= self._dead_check_every:
+            state["dead_checked"] = now
+            out += await self.queue.reclaim_dead(lane, self.id, self.dead_after_s, count - len(out))
+        if now - state.get("reclaimed", 0.0) >= self._reclaim_every and len(out) < count:
             state["reclaimed"] = now
-            out = await self.queue.reclaim(lane, self.id, count)
+            out += await self.queue.reclaim(lane, self.id, count - len(out))
         if len(out) < count:
             out += await self.queue.take(lane, self.id, count - len(out), self.block_ms if block else None)
         if self.stopping.is_set():  # arrived as we were told to stop: give them straight back
             for claim in out:
                 await self.queue.release(claim, refund=True)
             return []
+        for claim in out:
+            self.metrics.started(claim)
         return out
 
     async def _serial_lane(self, lane: str) -> None:
@@ -176,7 +205,9 @@ class Worker:
                         await self._add_to_batch(engine, claim)
                 if engine.active:
                     try:
+                        t0 = time.monotonic()
                         await asyncio.to_thread(engine.step)
+                        self.metrics.stepped(time.monotonic() - t0, engine.active)
                     except Exception as e:
                         log.exception("batch engine failed; giving its jobs back")
                         error = f"engine crashed: {e!r}"
@@ -184,6 +215,7 @@ class Worker:
                             if r.claim.lane == lane:
                                 await self.retry.call(lambda r=r: self.queue.release(r.claim, error=error))
                                 self.running.pop(r.claim.job.id, None)
+                                self.metrics.ended(r.claim, "crashed")
                         raise
                 for job, result in engine.pop_finished():
                     r = self.running.pop(job.id, None)
@@ -217,6 +249,7 @@ class Worker:
         queue, job = self.queue, claim.job
         if ctx.lost:
             log.warning("job %s: claim lost to another worker; dropping our result", job.id)
+            self.metrics.ended(claim, "lost")
             return
         if isinstance(result, JobCancelled):
             if ctx.user_cancelled:
@@ -224,6 +257,7 @@ class Worker:
             else:  # shutting down: somebody else will run it; this attempt does not count
                 await self.retry.call(lambda: queue.release(claim, refund=True))
                 log.info("job %s released for another worker", job.id)
+                self.metrics.ended(claim, "released")
                 return
         elif isinstance(result, JobError):
             ev = Failed(job_id=job.id, seq=0, reason=str(result) or "The job failed.")
@@ -231,6 +265,7 @@ class Worker:
             log.error("job %s (attempt %d) crashed: %r", job.id, claim.attempt, result, exc_info=result)
             # unexpected: retried (maybe on another worker) until max deliveries, then dead-lettered
             await self.retry.call(lambda: queue.release(claim, error=f"{type(result).__name__}: {result}"[:300]))
+            self.metrics.ended(claim, "crashed")
             return
         else:
             try:
@@ -241,8 +276,10 @@ class Worker:
         seq = await self.retry.call(lambda: queue.finish(claim, ev))
         if seq is None:
             log.warning("job %s: claim lost before finishing; the other worker's result stands", job.id)
+            self.metrics.ended(claim, "lost")
         else:
             self.jobs_done += 1
+            self.metrics.ended(claim, ev.type)
 
     # ------------------------------------------------------------------ heartbeat
 
@@ -250,9 +287,9 @@ class Worker:
         info = WorkerInfo(
             id=self.id, host=socket.gethostname(), pid=os.getpid(), models=list(self.setup.models),
             device=self.setup.device, lanes=self.setup.lanes(), current=list(self.running),
-            started=self.started,
+            started=self.started, max_pixels=int(getattr(self.setup.imagine_engine, "max_pixels", 0) or 0),
         )
-        await self.queue.register_worker(info, ttl_s=max(3 * self.heartbeat_s, 2.0))
+        await self.queue.register_worker(info, ttl_s=self.dead_after_s)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -267,11 +304,14 @@ class Worker:
                         if flag:
                             r.ctx.cancel_flag = flag
                 await self._register()
+                if self._redis_back_at is None:
+                    self._redis_back_at = time.monotonic()
                 if self.heartbeat_file:
                     with open(self.heartbeat_file, "a"):
                         os.utime(self.heartbeat_file)
             except REDIS_DOWN as e:
                 log.warning("heartbeat failed: %s", e)
+                self._redis_back_at = None
             except Exception:  # noqa: BLE001 - the heartbeat must never die
                 log.exception("heartbeat error")
             await asyncio.sleep(self.heartbeat_s)
@@ -280,6 +320,7 @@ class Worker:
 def worker_from_settings(queue: Queue, setup: WorkerSetup, settings) -> Worker:
     return Worker(
         queue, setup, worker_id=settings.worker_id, heartbeat_s=settings.heartbeat_s,
+        dead_after_beats=settings.dead_after_beats, metrics_port=settings.metrics_port,
         progress_interval_s=settings.progress_interval_s, cancel_check_s=settings.cancel_check_s,
         shutdown_grace_s=settings.shutdown_grace_s, heartbeat_file=settings.heartbeat_file,
     )

@@ -16,6 +16,7 @@ from discord.ext import commands
 from jobs.schemas import ImagineJob, Origin
 
 from bot.app import ClipBot
+from bot.capacity import check_size
 from bot.cogs._attachments import fetch_image, precheck
 from bot.contests import render as contest_render
 from bot.contests.store import Admission, Contest, ContestStore
@@ -84,6 +85,8 @@ class Imagine(commands.Cog, name=COG_NAME):
                 fields = {**fields, "steps": contest.steps, "width": contest.width, "height": contest.height,
                           "count": 1}
             fields["safety"] = cfg.safety_policy(bot.settings)
+            if too_big := await check_size(bot.queue, fields.get("width", 0), fields.get("height", 0)):
+                raise Refused(too_big)
             job = ImagineJob(user=interaction.user.id, channel=interaction.channel_id, seed=fields.pop("seed", None) or new_seed(),
                              origin=Origin(source="discord", interaction_token=interaction.token, reroll_of=reroll_of),
                              **{**fields, "guild": interaction.guild_id})

@@ -128,6 +128,13 @@ class ImagineEngine:
         """(width, height) of the running batch, None when nothing runs."""
         return (self._running[0].width, self._running[0].height) if self._running else None
 
+    @property
+    def max_pixels(self) -> int:
+        """The largest picture one job may ask for here: the configured budget, lowered to what
+        the GPU memory planner has learnt fits (published in the worker registry)."""
+        fits = self.memory.max_pixels() if self.memory is not None else None
+        return self.config.max_pixels if fits is None else min(self.config.max_pixels, fits)
+
     def add(self, job: ImagineJob | Mapping[str, Any], ctx: JobContext) -> ImagineJob:
         """Validate and prepare a job (prompts embedded, images decoded); it starts at a later step()."""
         if self.active >= self.capacity:

@@ -98,6 +98,19 @@ class MemoryPlanner:
                 f"({self.limit / GIB:.1f} GiB usable, CLIPBOT_GPU_MEMORY_FRACTION={self.fraction:g}). "
                 "Ask for a smaller size.")
 
+    def max_pixels(self) -> int | None:
+        """The largest picture (pixels) one job may have here, as far as known: under the smallest
+        size that failed alone, and within what the largest measured size scales to (as
+        `refusal` judges). None: nothing measured or failed yet."""
+        bound = self._too_big - 1 if self._too_big < 1 << 62 else None
+        if self._per_job:
+            below = max(self._per_job)
+            need = self._per_job[below]
+            if need > 0:
+                fit = max(below, (self.limit - self._base_estimate()) * below // need)
+                bound = fit if bound is None else min(bound, fit)
+        return bound
+
     def _base_estimate(self) -> int:
         return max(self._base, self._allocated())
 
