@@ -320,3 +320,11 @@ async def test_two_bot_processes_share_one_redis(redis_server, tmp_path):
     assert not fake.errors, fake.errors
     for name in ("bot-0.log", "bot-1.log", "bot-1-again.log"):
         assert "Traceback" not in (tmp_path / name).read_text(errors="replace")
+
+
+def test_some_shards_without_a_shared_redis_is_refused(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(DISCORD_TOKEN="test-token", SHARD_COUNT="2", SHARD_IDS="1", DATA_DIR=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "bot"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Set REDIS_URL" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "redis").exists() and not list(tmp_path.iterdir())  # no embedded Redis started
