@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: DISCORD_TOKEN is not set. Create a bot at https://discord.com/developers/applications, "
               "copy its token and run: DISCORD_TOKEN=... python -m bot", file=sys.stderr)
         return 2
+    from bot.shards import problem
+
+    if (shard_problem := problem(settings)) is not None:
+        print(f"error: {shard_problem}", file=sys.stderr)
+        return 2
     from jobs.embedded import resolve_redis_url
 
     url, server = resolve_redis_url(settings)

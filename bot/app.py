@@ -26,6 +26,7 @@ from bot.jobstore import JobStore, record_for
 from bot.limits import Cooldowns, Refused
 from bot.metrics import BotMetrics
 from bot.registration import sync_commands
+from bot.shards import APPLIED_AS, ShardPlan
 from jobs.settings import Settings
 from bot.votes import VoteBook
 
@@ -43,13 +44,16 @@ def point_discord_at(api_base: str | None, gateway_url: str | None) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
-class ClipBot(commands.Bot):
+class ClipBot(commands.AutoShardedBot):
     def __init__(self, settings: Settings, queue: Queue, *, consumer: str | None = None):
         intents = discord.Intents.none()
         intents.guilds = True
         intents.guild_reactions = True  # on_raw_reaction_add/remove: not privileged
+        self.shard_plan = ShardPlan.from_settings(settings)  # bot/shards.py: which jobs this process shows
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
-                         max_messages=None, guild_ready_timeout=settings.guild_ready_timeout_s)
+                         max_messages=None, guild_ready_timeout=settings.guild_ready_timeout_s,
+                         shard_count=self.shard_plan.count,
+                         shard_ids=list(self.shard_plan.ids) if self.shard_plan.ids is not None else None)
         self.settings = settings
         self.queue = queue
         redis = queue.redis
@@ -58,12 +62,14 @@ class ClipBot(commands.Bot):
         self.cooldowns = Cooldowns(redis, prefix)
         self.votes = VoteBook(redis, prefix)
         self.records = JobStore(redis, prefix, settings.job_ttl_s)
-        reader = EventReader(redis, group="bot", consumer=consumer or settings.events_consumer, prefix=prefix)
-        self.dispatcher = EventDispatcher(reader, self.records, self.wait_until_ready)
+        reader = EventReader(redis, group=self.shard_plan.events_group, consumer=consumer or settings.events_consumer,
+                             prefix=prefix, applied_as=APPLIED_AS)
+        self.dispatcher = EventDispatcher(reader, self.records, self.wait_until_ready, owns=self.shard_plan.owns)
         self.tree.on_error = self._on_tree_error
         self.metrics = None  # bot.metrics.BotMetrics while CLIPBOT_METRICS_PORT is served
 
     async def setup_hook(self) -> None:
+        log.info("running %s", self.shard_plan.describe())
         # open a few pool connections now, so the first burst of commands does not pay for them
         await asyncio.gather(*(self.queue.redis.ping() for _ in range(32)))
         for ext in COGS:

@@ -143,8 +143,10 @@ class Connector:
             self._reached()
             self.bot = self.make_bot()
             self.bot.add_listener(self.reconnect_log.connected, "on_connect")
-            discord_log = logging.getLogger("discord.client")
-            discord_log.addFilter(self.reconnect_log)
+            # discord.client logs a lone connection's reconnects, discord.shard those of each shard
+            discord_logs = [logging.getLogger("discord.client"), logging.getLogger("discord.shard")]
+            for discord_log in discord_logs:
+                discord_log.addFilter(self.reconnect_log)
             try:
                 async with self.bot:
                     await self.bot.start(self.token)
@@ -154,5 +156,6 @@ class Connector:
                 self._failed(e, delay)
                 await self._sleep(delay)
             finally:
-                discord_log.removeFilter(self.reconnect_log)
+                for discord_log in discord_logs:
+                    discord_log.removeFilter(self.reconnect_log)
                 self.bot = None

@@ -53,12 +53,18 @@ class _JobQueue:
     def __init__(self) -> None:
         self.inbox: asyncio.Queue[EventEntry] = asyncio.Queue()
         self.task: asyncio.Task | None = None
+        self.owned: bool | None = None  # decided at the job's first event
 
 
 class EventDispatcher:
-    def __init__(self, reader: EventReader, records: JobStore, wait_until_ready: Callable[[], Awaitable[None]]):
+    """`owns(record)` says whether this process shows a job's events (bot/shards.py: the job's guild
+    is on one of its shards); the events of other jobs are acked unseen, for their owner to show."""
+
+    def __init__(self, reader: EventReader, records: JobStore, wait_until_ready: Callable[[], Awaitable[None]],
+                 owns: Callable[[JobRecord], bool] = lambda record: True):
         self.reader = reader
         self.records = records
+        self._owns = owns
         self._wait_until_ready = wait_until_ready
         self._renderers: dict[str, Renderer] = {}
         self._jobs: dict[str, _JobQueue] = {}
@@ -125,13 +131,36 @@ class EventDispatcher:
                 continue
             idle_s = 0
             final = isinstance(entry.event, FINAL_EVENTS)
-            await self._apply(job_id, entry)
+            if job.owned is None:
+                job.owned = await self._owned(job_id)
+                if job.owned is None:  # stopping: leave the entry unacked, to be read again
+                    break
+            if job.owned:
+                await self._apply(job_id, entry)
+            else:  # another process shows it; recording it as applied here would hide it from that one
+                await self.reader.ack(entry)
             if final:
                 break
         if job.inbox.empty():
             self._jobs.pop(job_id, None)
             for renderer in self._renderers.values():
                 await renderer.forget(job_id)
+
+    async def _owned(self, job_id: str) -> bool | None:
+        failures = 0
+        while not self._stopping:
+            try:
+                record = await self.records.get(job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # Redis away: decide later rather than drop or steal the job
+                failures += 1
+                if failures == 1:
+                    log.warning("cannot read the record of %s (%s); retrying", job_id, e)
+                await asyncio.sleep(1.0)
+                continue
+            return record is None or self._owns(record)  # no record: nobody shows it (CLI, expired)
+        return None
 
     async def _apply(self, job_id: str, entry: EventEntry) -> None:
         for attempt in range(ATTEMPTS):

@@ -48,9 +48,11 @@ class EventReader:
     """
 
     def __init__(self, redis: aioredis.Redis, *, group: str = "bot", consumer: str = "bot",
-                 prefix: str = "clipbot:", applied_ttl_s: int = 7 * 86400):
+                 prefix: str = "clipbot:", applied_ttl_s: int = 7 * 86400, applied_as: str | None = None):
         self.redis = redis
         self.group = group
+        # the name (job, seq) records are kept under: groups sharing one never apply an event twice
+        self.applied_as = applied_as or group
         self.consumer = consumer
         self.keys = Keys(prefix)
         self.events_key = self.keys.events
@@ -100,11 +102,11 @@ class EventReader:
             await self.redis.xack(self.events_key, self.group, *entry_ids)
 
     async def seen(self, event: Event) -> bool:
-        return bool(await self.redis.sismember(self.keys.applied(self.group, event.job_id), event.seq))
+        return bool(await self.redis.sismember(self.keys.applied(self.applied_as, event.job_id), event.seq))
 
     async def mark_applied(self, event: Event) -> bool:
         """Record (job, seq) as applied. True if it was not recorded before."""
-        key = self.keys.applied(self.group, event.job_id)
+        key = self.keys.applied(self.applied_as, event.job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.sadd(key, event.seq)
             pipe.expire(key, self.applied_ttl_s)

@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     vqgan_checkpoint: str = Field("models/vqgan-shapes/last.ckpt", validation_alias=_env("VQGAN_CHECKPOINT"), description="VQGAN checkpoint.")
     data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"), description="Where local state lives (the embedded Redis's AOF and socket).")
     vqgan_model: str | None = Field(None, validation_alias=_env("VQGAN_MODEL"), description="A catalogue VQGAN name (`python -m worker models list`, e.g. `vqgan_imagenet_f16_16384`) or a folder holding `model.yaml` and `last.ckpt`; replaces VQGAN_CONFIG / VQGAN_CHECKPOINT unless those are set. CLIP_MODEL takes catalogue names too.")
+    shard_count: int | None = Field(None, ge=1, le=65536, validation_alias=_env("SHARD_COUNT"), description="Gateway shards of the whole bot, over all bot processes (every process the same). Unset: Discord's recommendation.")
+    shard_ids: str | None = Field(None, validation_alias=_env("SHARD_IDS"), description="The shards this bot process runs, a comma list such as `0,1` (needs SHARD_COUNT and a shared REDIS_URL); each shard in exactly one process. Unset: all.")
 
     # --- queue and transport (CLIPBOT_*)
     redis_prefix: str = Field("clipbot:", min_length=1, max_length=64, description="Prefix of every Redis key, so several deployments can share one Redis.")
@@ -183,6 +185,26 @@ class Settings(BaseSettings):
         if not names or any(n not in ("clip", "imagine") for n in names) or len(set(names)) != len(names):
             raise ValueError("use clip, imagine or clip,imagine")
         return ",".join(names)
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _shard_list(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        items = [item.strip() for item in value.split(",")]
+        if not all(item.isdigit() for item in items) or len(set(map(int, items))) != len(items):
+            raise ValueError("use distinct shard numbers separated by commas, e.g. 0,1")
+        return ",".join(str(n) for n in sorted(map(int, items)))
+
+    @model_validator(mode="after")
+    def _shards_within_count(self) -> "Settings":
+        if self.shard_ids is None:
+            return self
+        if self.shard_count is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT (the total over all bot processes)")
+        if int(self.shard_ids.split(",")[-1]) >= self.shard_count:
+            raise ValueError(f"SHARD_IDS ({self.shard_ids}) must be below SHARD_COUNT ({self.shard_count})")
+        return self
 
     @model_validator(mode="after")
     def _heartbeat_under_visibility(self) -> "Settings":

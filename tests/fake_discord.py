@@ -117,6 +117,9 @@ class FakeDiscord:
         self.app_id = snowflake()
         self.bot_user = FakeUser(self.app_id, "clipbot", bot=True)
         self.guild_id = snowflake()
+        self.guild_names: dict[int, str] = {self.guild_id: "art club"}
+        self.shard_count = 1  # what GET /gateway/bot recommends
+        self._shard_of_socket: dict[web.WebSocketResponse, tuple[int, int]] = {}  # socket -> (shard id, count)
         self.channels: dict[int, dict] = {}
         self.deleted_channels: set[int] = set()
         self.forbidden_channels: set[int] = set()
@@ -176,9 +179,22 @@ class FakeDiscord:
 
     # ------------------------------------------------------------------ world state
 
-    def add_channel(self, name: str) -> int:
+    def add_guild(self, name: str, shard: int | None = None, shard_count: int = 1) -> tuple[int, int]:
+        """Another server with the bot in it and one channel; `shard`: an id that Discord's rule
+        ((id >> 22) % shard_count) puts on that shard. Returns (guild id, channel id)."""
+        gid = snowflake()
+        if shard is not None:
+            gid += ((shard - (gid >> 22)) % shard_count) << 22
+        self.guild_names[gid] = name
+        return gid, self.add_channel(f"{name}-art", guild=gid)
+
+    def guild_of_channel(self, cid: int) -> int:
+        channel = self.channels.get(cid)
+        return int(channel["guild_id"]) if channel else self.guild_id
+
+    def add_channel(self, name: str, guild: int | None = None) -> int:
         cid = snowflake()
-        self.channels[cid] = {"id": str(cid), "type": 0, "name": name, "guild_id": str(self.guild_id),
+        self.channels[cid] = {"id": str(cid), "type": 0, "name": name, "guild_id": str(guild or self.guild_id),
                               "position": len(self.channels), "permission_overwrites": [], "nsfw": False,
                               "parent_id": None, "topic": None, "last_message_id": None,
                               "rate_limit_per_user": 0, "flags": 0}
@@ -216,10 +232,13 @@ class FakeDiscord:
         return FakeUser(snowflake(), name, permissions)
 
     def fail_next(self, method: str, path_regex: str, status: int, times: int = 1, retry_after: float = 0.3,
-                  where: Callable[[Call], bool] | None = None) -> None:
+                  where: Callable[[Call], bool] | None = None) -> _Failure:
         """Answer the next `times` matching requests with `status` (429 carries retry_after).
-        `where` narrows the match further (e.g. only requests that upload a GIF)."""
-        self._failures.append(_Failure(method.upper(), re.compile(path_regex), status, times, retry_after, where))
+        `where` narrows the match further (e.g. only requests that upload a GIF). Setting the
+        returned failure's `times` to 0 ends it early."""
+        failure = _Failure(method.upper(), re.compile(path_regex), status, times, retry_after, where)
+        self._failures.append(failure)
+        return failure
 
     def upload(self, data: bytes, filename: str, content_type: str | None = "image/png",
                width: int | None = None, height: int | None = None, size: int | None = None) -> dict:
@@ -289,21 +308,26 @@ class FakeDiscord:
         await self.wait_for(lambda: self.identifies and self.commands, timeout)
 
     async def dispatch(self, event: str, data: dict) -> None:
-        if not self._sockets:
-            raise AssertionError("no bot connected to the fake gateway")
+        """Send an event to the connection of the shard that runs its guild (no guild: shard 0)."""
+        guild = int(data["guild_id"]) if data.get("guild_id") else None
+        sockets = [ws for ws, (shard, count) in self._shard_of_socket.items()
+                   if ws in self._sockets and shard == ((guild >> 22) % count if guild else 0)]
+        if not sockets:
+            raise AssertionError(f"no bot connected to the fake gateway for {event} of guild {guild}")
         self._seq += 1
         msg = json.dumps({"op": 0, "t": event, "s": self._seq, "d": data})
-        for ws in list(self._sockets):
+        for ws in sockets:
             await ws.send_str(msg)
 
     def _interaction_base(self, itype: int, user: FakeUser, channel: int | None) -> tuple[dict, int, str]:
         cid = channel or self.channel_id
+        gid = self.guild_of_channel(cid)
         iid, token = snowflake(), f"tok{snowflake()}"
         payload = {"id": str(iid), "application_id": str(self.app_id), "type": itype, "token": token, "version": 1,
-                   "guild_id": str(self.guild_id), "channel_id": str(cid), "channel": self.channels.get(cid) or
-                   {"id": str(cid), "type": 0, "guild_id": str(self.guild_id), "name": "gone"},
+                   "guild_id": str(gid), "channel_id": str(cid), "channel": self.channels.get(cid) or
+                   {"id": str(cid), "type": 0, "guild_id": str(gid), "name": "gone"},
                    "member": user.member_json(), "app_permissions": str(PERM_VIEW_SEND), "locale": "en-US",
-                   "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {"0": str(self.guild_id)},
+                   "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {"0": str(gid)},
                    "context": 0, "attachment_size_limit": 25 * 1024 * 1024}
         return payload, iid, token
 
@@ -353,7 +377,7 @@ class FakeDiscord:
             opts = [{"name": sub, "type": 1, "options": opts}]
         payload, iid, token = self._interaction_base(2, user, channel)
         payload["data"] = {"id": cmd["id"], "name": name, "type": 1, "options": opts, "resolved": resolved,
-                           "guild_id": str(self.guild_id)}
+                           "guild_id": payload["guild_id"]}
         return await self._send_interaction(payload, iid, token)
 
     async def message_command(self, name: str, user: FakeUser, message: dict) -> Interaction:
@@ -362,7 +386,7 @@ class FakeDiscord:
             raise AssertionError(f"message command {name!r} is not registered")
         payload, iid, token = self._interaction_base(2, user, int(message["channel_id"]))
         payload["data"] = {"id": cmd["id"], "name": name, "type": 3, "target_id": message["id"],
-                           "resolved": {"messages": {message["id"]: message}}, "guild_id": str(self.guild_id)}
+                           "resolved": {"messages": {message["id"]: message}}, "guild_id": payload["guild_id"]}
         return await self._send_interaction(payload, iid, token)
 
     async def click(self, message: dict, custom_id: str, user: FakeUser) -> Interaction:
@@ -373,7 +397,8 @@ class FakeDiscord:
 
     async def react(self, message: dict, user: FakeUser, emoji: str, add: bool = True) -> None:
         data = {"user_id": str(user.id), "channel_id": message["channel_id"], "message_id": message["id"],
-                "guild_id": str(self.guild_id), "emoji": {"id": None, "name": emoji}, "burst": False, "type": 0}
+                "guild_id": str(self.guild_of_channel(int(message["channel_id"]))),
+                "emoji": {"id": None, "name": emoji}, "burst": False, "type": 0}
         if add:
             data["member"] = user.member_json()
         await self.dispatch("MESSAGE_REACTION_ADD" if add else "MESSAGE_REACTION_REMOVE", data)
@@ -399,39 +424,49 @@ class FakeDiscord:
                     await ws.send_str(json.dumps({"op": 11}))
                 elif op == 2:
                     self.identifies.append(data["d"])
-                    await self._send_ready(ws)
+                    shard, count = data["d"].get("shard") or (0, 1)
+                    self._shard_of_socket[ws] = (shard, count)
+                    await self._send_ready(ws, [g for g in self.guild_names if (g >> 22) % count == shard])
                 elif op == 6:  # RESUME: we keep no sessions; ask for a fresh IDENTIFY
                     await ws.send_str(json.dumps({"op": 9, "d": False}))
         finally:
             self._sockets.remove(ws)
+            self._shard_of_socket.pop(ws, None)
         return ws
 
-    async def _send_ready(self, ws: web.WebSocketResponse) -> None:
+    async def _send_ready(self, ws: web.WebSocketResponse, guilds: list[int]) -> None:
+        """READY, then GUILD_CREATE for each guild of the connection's shard."""
         self._seq += 1
-        ready = {"v": 10, "user": self.bot_user.json(), "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+        ready = {"v": 10, "user": self.bot_user.json(), "guilds": [{"id": str(g), "unavailable": True} for g in guilds],
                  "session_id": f"s{snowflake()}", "resume_gateway_url": self.gateway_url,
                  "application": {"id": str(self.app_id), "flags": 0}, "private_channels": [], "relationships": []}
+        if ws in self._shard_of_socket:
+            ready["shard"] = list(self._shard_of_socket[ws])
         await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": self._seq, "d": ready}))
-        self._seq += 1
-        await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": self._seq, "d": self._guild_json()}))
+        for guild in guilds:
+            self._seq += 1
+            await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": self._seq, "d": self._guild_json(guild)}))
         await self._notify()
 
-    def _guild_json(self) -> dict:
-        everyone = {"id": str(self.guild_id), "name": "@everyone", "permissions": str(PERM_VIEW_SEND), "position": 0,
+    def _guild_json(self, guild: int | None = None) -> dict:
+        gid = guild or self.guild_id
+        everyone = {"id": str(gid), "name": "@everyone", "permissions": str(PERM_VIEW_SEND), "position": 0,
                     "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}
         bot_role = {**everyone, "id": str(self.bot_role_id), "name": "clipbot", "position": 1, "managed": True,
                     "permissions": str(self.bot_role_permissions), "tags": {"bot_id": str(self.bot_user.id)}}
-        return {"id": str(self.guild_id), "name": "art club", "icon": None, "owner_id": "1", "roles": [everyone, bot_role, *self.roles],
-                "channels": self._live_channels(),
+        return {"id": str(gid), "name": self.guild_names[gid], "icon": None, "owner_id": "1", "roles": [everyone, bot_role, *self.roles],
+                "channels": self._live_channels(gid),
                 "members": [self._bot_member_json()], "member_count": 3, "unavailable": False, "features": [],
-                "emojis": [], "stickers": [], "threads": self._live_channels((11,)), "voice_states": [], "presences": [],
+                "emojis": [], "stickers": [], "threads": self._live_channels(gid, (11,)), "voice_states": [], "presences": [],
                 "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [], "large": False,
                 "mfa_level": 0, "verification_level": 0, "explicit_content_filter": 0,
                 "default_message_notifications": 0, "system_channel_flags": 0, "premium_tier": 0,
                 "preferred_locale": "en-US", "nsfw_level": 0, "joined_at": _now_iso(), "afk_timeout": 300}
 
-    def _live_channels(self, types: tuple[int, ...] = (0, 2, 4, 5)) -> list[dict]:
-        return [c for cid, c in self.channels.items() if cid not in self.deleted_channels and c["type"] in types]
+    def _live_channels(self, guild: int | None = None, types: tuple[int, ...] = (0, 2, 4, 5)) -> list[dict]:
+        gid = str(guild or self.guild_id)
+        return [c for cid, c in self.channels.items()
+                if cid not in self.deleted_channels and c["guild_id"] == gid and c["type"] in types]
 
     def _bot_member_json(self) -> dict:
         return {**self.bot_user.member_json(), "roles": [str(self.bot_role_id)]}
@@ -503,18 +538,22 @@ class FakeDiscord:
                 and call.auth != f"Bot {self.token}":
             return self._error(401, 0, "401: Unauthorized")
         if p == "/users/@me/guilds" and m == "GET":
-            return self._json([{"id": str(self.guild_id), "name": "art club", "icon": None, "owner": False,
-                                "permissions": str(self.bot_role_permissions), "features": []}])
+            return self._json([{"id": str(g), "name": name, "icon": None, "owner": False,
+                                "permissions": str(self.bot_role_permissions), "features": []}
+                               for g, name in self.guild_names.items()])
+        if p == "/gateway/bot" and m == "GET":
+            return self._json({"url": self.gateway_url, "shards": self.shard_count, "session_start_limit": {
+                "total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}})
         if mm := re.fullmatch(r"/guilds/(\d+)(/channels|/members/\d+)?", p):
-            if int(mm.group(1)) != self.guild_id:
+            if int(mm.group(1)) not in self.guild_names:
                 return self._error(404, 10004, "Unknown Guild")
             if mm.group(2) == "/channels":
-                return self._json(self._live_channels())
+                return self._json(self._live_channels(int(mm.group(1))))
             if mm.group(2):
                 if not p.endswith("/" + str(self.bot_user.id)):
                     return self._error(404, 10007, "Unknown Member")
                 return self._json(self._bot_member_json())
-            return self._json(self._guild_json())
+            return self._json(self._guild_json(int(mm.group(1))))
         if p == "/users/@me" and m == "GET":
             return self._json(self.bot_user.json())
         if p == "/oauth2/applications/@me" and m == "GET":
@@ -601,7 +640,7 @@ class FakeDiscord:
             return self._error(403, 50013, "Missing Permissions")
         tid = snowflake()
         self.channels[tid] = {"id": str(tid), "type": j.get("type", 11), "name": j.get("name", "thread"),
-                              "guild_id": str(self.guild_id), "parent_id": str(parent),
+                              "guild_id": str(self.guild_of_channel(parent)), "parent_id": str(parent),
                               "owner_id": str(self.bot_user.id), "last_message_id": None, "rate_limit_per_user": 0,
                               "message_count": 0, "member_count": 1, "flags": 0,
                               "thread_metadata": {"archived": False, "locked": False,
@@ -641,7 +680,7 @@ class FakeDiscord:
                      files: list[UploadedFile] | None = None, attachments: list[dict] | None = None,
                      flags: int = 0, via: str = "channel") -> dict:
         mid = snowflake()
-        self.messages[mid] = {"id": str(mid), "channel_id": str(cid), "guild_id": str(self.guild_id),
+        self.messages[mid] = {"id": str(mid), "channel_id": str(cid), "guild_id": str(self.guild_of_channel(cid)),
                               "author": author.json(), "content": content, "attachments": attachments or [],
                               "embeds": [], "components": [], "flags": flags, "edited_timestamp": None,
                               "timestamp": _now_iso(), "_bot_reactions": [], "_edits": 0, "_via": via}

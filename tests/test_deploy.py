@@ -128,7 +128,7 @@ def test_bot_never_imports_torch():
     code = ("import sys; sys.modules.update(torch=None, transformers=None, worker=None); "
             "import pkgutil, importlib, bot; "
             "[importlib.import_module(m.name) for m in pkgutil.walk_packages(bot.__path__, 'bot.')]; "
-            "import jobs.transport, jobs.embedded, jobs.health, jobs.validation.images; print('ok')")
+            "import jobs.queue, jobs.embedded, jobs.health, jobs.validation.images; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
