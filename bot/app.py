@@ -25,6 +25,7 @@ from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.jobstore import JobStore, record_for
 from bot.limits import Cooldowns, Refused
 from bot.registration import sync_commands
+from bot.text import code_text
 from jobs.settings import Settings
 from bot.votes import VoteBook
 
@@ -50,6 +51,8 @@ class ClipBot(commands.Bot):
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
                          max_messages=None, guild_ready_timeout=settings.guild_ready_timeout_s)
         self.settings = settings
+        # nothing the bot sends pings anyone unless that call names the members (bot.text.user_mentions)
+        self.allowed_mentions = discord.AllowedMentions.none()
         self.queue = queue
         redis = queue.redis
         prefix = settings.redis_prefix
@@ -119,7 +122,7 @@ class ClipBot(commands.Bot):
         """Cancel for its author or a moderator (Manage Messages); returns what to tell the member."""
         status = await self.queue.status(job_id)
         if status is None:
-            return f"There is no job `{job_id}`."
+            return f"There is no job `{code_text(job_id, 64)}`."
         if status.user != member.id and not permissions.manage_messages:
             return "Only the member who started this job, or a moderator, can cancel it."
         if status.state not in ("queued", "running"):

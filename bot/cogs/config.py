@@ -7,14 +7,15 @@ from discord.ext import commands
 
 from bot.app import ClipBot
 from bot.guild_config import GuildConfig
+from bot.text import code_text, emoji_text
 
 
 def describe(cfg: GuildConfig, bot: ClipBot) -> str:
     settings = bot.settings
     chans = ", ".join(f"<#{c}>" for c in cfg.allowed_channels) or "all channels"
-    words = ", ".join(f"`{w}`" for w in cfg.banned_words) or "none"
+    words = ", ".join(f"`{code_text(w, 50)}`" for w in cfg.banned_words) or "none"
     hof = f"<#{cfg.hof_channel}> at {cfg.threshold(settings)} 👍" if cfg.hof_channel else "off"
-    up, down = cfg.emojis(settings)
+    up, down = (emoji_text(e) for e in cfg.emojis(settings))
     return (f"**Channels:** {chans}\n**Jobs per member:** {cfg.user_limit(settings)}\n"
             f"**Cooldown:** {cfg.cooldown(settings):g} s\n"
             f"**Banned words:** {words}\n**Hall of fame:** {hof}\n**Vote reactions:** {up} {down}")

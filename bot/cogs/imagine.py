@@ -20,6 +20,7 @@ from bot.cogs._attachments import fetch_image, precheck
 from bot.imagine.buttons import COG_NAME, CancelButton, RerollButton
 from bot.imagine.messages import ImagineMessages
 from bot.limits import Refused, check_prompt, parse_size
+from bot.text import member_text
 
 MAX_SEED = 2**53 - 1  # Discord integers stop at 2**53
 
@@ -78,7 +79,7 @@ class Imagine(commands.Cog, name=COG_NAME):
                              origin=Origin(source="discord", interaction_token=interaction.token, reroll_of=reroll_of),
                              **{**fields, "guild": interaction.guild_id})
             position = await bot.submit(job, cfg, f"imagine {job.prompt[:40]}", interaction)
-            text = (f"Queued **{job.prompt}** (seed `{job.seed}`): position {position + 1} in the queue. "
+            text = (f"Queued **{member_text(job.prompt, 400)}** (seed `{job.seed}`): position {position + 1} in the queue. "
                     "Progress will appear in this channel.")
             # the acknowledgement is private: the channel gets exactly one message per generation
             if interaction.response.is_done():

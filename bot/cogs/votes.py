@@ -8,6 +8,7 @@ import discord
 from discord.ext import commands
 
 from bot.app import ClipBot
+from bot.text import member_text
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class Votes(commands.Cog):
         if gen is None:
             return
         embed = discord.Embed(title="🏆 Hall of fame",
-                              description=f"**{gen.prompt}** by <@{gen.user}>\n[original]({gen.link})")
+                              description=f"**{member_text(gen.prompt, 1000)}** by <@{gen.user}>\n[original]({gen.link})")
         embed.add_field(name="votes", value=f"{gen.up}👍 {gen.down}👎")
         if gen.image_url:
             embed.set_image(url=gen.image_url)

@@ -27,6 +27,7 @@ from bot.dispatcher import Renderer
 from bot.imagine.buttons import final_view, progress_view
 from bot.jobstore import JobRecord
 from bot.progress import LatestFrameEditor
+from bot.text import member_text
 from bot.votes import Generation
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class ImagineMessages(Renderer):
                     files.append(discord.File(io.BytesIO(payload), filename=filename))
             return FinalPost(content, files, final_view(job_id))
         if isinstance(event, Failed):
-            status = f"❌ failed: {event.reason}"
+            status = f"❌ failed: {member_text(event.reason, 1000)}"
         else:
             # the cancel flag holds the id as text; the event's number can be rounded by Redis' Lua (a double)
             by_id = cancel_by(await self.bot.queue.cancel_flag(job_id)) or getattr(event, "by", None)
