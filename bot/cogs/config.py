@@ -18,7 +18,8 @@ def describe(cfg: GuildConfig, bot: ClipBot) -> str:
     up, down = (emoji_text(e) for e in cfg.emojis(settings))
     return (f"**Channels:** {chans}\n**Jobs per member:** {cfg.user_limit(settings)}\n"
             f"**Cooldown:** {cfg.cooldown(settings):g} s\n"
-            f"**Banned words:** {words}\n**Hall of fame:** {hof}\n**Vote reactions:** {up} {down}")
+            f"**Banned words:** {words}\n**Hall of fame:** {hof}\n**Vote reactions:** {up} {down}\n"
+            f"**Votes on one's own generations:** {'counted' if cfg.self_votes else 'ignored'}")
 
 
 class Config(commands.Cog):
@@ -33,7 +34,8 @@ class Config(commands.Cog):
         ban_word="Refuse prompts, labels and searches containing this word", unban_word="Remove a banned word",
         hall_of_fame_channel="Where generations reaching the threshold are reposted",
         hall_of_fame_threshold="👍 votes needed for the hall of fame",
-        vote_up="Up-vote reaction emoji", vote_down="Down-vote reaction emoji")
+        vote_up="Up-vote reaction emoji", vote_down="Down-vote reaction emoji",
+        self_votes="Count a member's vote on their own generation (default: no)")
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.checks.has_permissions(manage_guild=True)
     @app_commands.guild_only()
@@ -48,7 +50,8 @@ class Config(commands.Cog):
                      hall_of_fame_channel: discord.TextChannel | None = None,
                      hall_of_fame_threshold: app_commands.Range[int, 1, 1000] | None = None,
                      vote_up: app_commands.Range[str, 1, 64] | None = None,
-                     vote_down: app_commands.Range[str, 1, 64] | None = None) -> None:
+                     vote_down: app_commands.Range[str, 1, 64] | None = None,
+                     self_votes: bool | None = None) -> None:
         store = self.bot.configs
         cfg = await store.get(interaction.guild_id)
         changes: dict = {}
@@ -68,6 +71,8 @@ class Config(commands.Cog):
                            ("vote_up", vote_up and vote_up.strip()), ("vote_down", vote_down and vote_down.strip())):
             if value is not None:
                 changes[key] = value
+        if self_votes is not None:
+            changes["self_votes"] = self_votes
         if hall_of_fame_channel is not None:
             changes["hof_channel"] = hall_of_fame_channel.id
         cfg = GuildConfig.model_validate({**cfg.model_dump(), **changes})

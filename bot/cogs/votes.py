@@ -38,7 +38,8 @@ class Votes(commands.Cog):
             name = str(payload.emoji)
             if name not in (up, down):
                 return
-            tally = await bot.votes.vote(payload.message_id, payload.guild_id, payload.user_id, up=name == up, add=add)
+            tally = await bot.votes.vote(payload.message_id, payload.guild_id, payload.user_id, up=name == up, add=add,
+                                         self_votes=cfg.self_votes)
             if tally is None or not tally.changed or not add or name != up:
                 return
             famous = (cfg.hof_channel and tally.up >= cfg.threshold(bot.settings)
