@@ -7,6 +7,7 @@ and the Re-roll button (`bot.imagine.buttons`).
 """
 from __future__ import annotations
 
+import logging
 import secrets
 
 import discord
@@ -20,7 +21,10 @@ from bot.cogs._attachments import fetch_image, precheck
 from bot.imagine.buttons import COG_NAME, CancelButton, RerollButton
 from bot.imagine.messages import ImagineMessages
 from bot.limits import Refused, check_prompt, parse_size
+from bot.outage import QUEUE_UNAVAILABLE, REDIS_UNAVAILABLE
 from bot.text import member_text
+
+log = logging.getLogger(__name__)
 
 MAX_SEED = 2**53 - 1  # Discord integers stop at 2**53
 
@@ -89,6 +93,8 @@ class Imagine(commands.Cog, name=COG_NAME):
             status = "⏳ queued" if position == 0 else f"⏳ queued · position {position + 1}"
             try:
                 await self.messages.ensure_progress_message(job.id, status)
+            except REDIS_UNAVAILABLE as e:  # queued already: the renderer posts the message when events flow
+                log.warning("progress message of %s: Redis unavailable (%s)", job.id, e)
             except (discord.Forbidden, discord.NotFound):
                 await bot.queue.cancel(job.id, by=interaction.user.id)
                 await interaction.followup.send(
@@ -96,10 +102,18 @@ class Imagine(commands.Cog, name=COG_NAME):
                     "so I cancelled the generation. Ask a moderator, or use another channel.", ephemeral=True)
         except Refused as e:
             await bot.refuse(interaction, str(e))
+        except REDIS_UNAVAILABLE as e:  # Re-roll is a button: no command error handler answers for it
+            log.warning("imagine from %s: Redis unavailable (%s)", interaction.user.id, e)
+            await bot.refuse(interaction, QUEUE_UNAVAILABLE)
 
     async def reroll(self, interaction: discord.Interaction, job_id: str) -> None:
         """The Re-roll button: the same options as `job_id`, a new seed."""
-        record = await self.bot.records.get(job_id)
+        try:
+            record = await self.bot.records.get(job_id)
+        except REDIS_UNAVAILABLE as e:
+            log.warning("re-roll from %s: Redis unavailable (%s)", interaction.user.id, e)
+            await self.bot.refuse(interaction, QUEUE_UNAVAILABLE)
+            return
         if record is None or record.kind != "imagine":
             await self.bot.refuse(interaction, "I no longer remember the options of this generation; run /imagine again.")
             return
