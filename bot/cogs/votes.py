@@ -8,6 +8,7 @@ import discord
 from discord.ext import commands
 
 from bot.app import ClipBot
+from bot.outage import REDIS_UNAVAILABLE, OutageLog
 from bot.text import member_text
 
 log = logging.getLogger(__name__)
@@ -19,14 +20,23 @@ class Votes(commands.Cog):
         # discord.py runs each event handler as its own task; taking a FIFO lock before the first
         # await applies reactions in gateway order (an un-react then re-react stays in that order).
         self._lock = asyncio.Lock()
+        self._redis_outage = OutageLog(log, "Redis (votes: reactions meanwhile are not counted)")
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        await self._vote(payload, add=True)
+        await self._count(payload, add=True)
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
-        await self._vote(payload, add=False)
+        await self._count(payload, add=False)
+
+    async def _count(self, payload: discord.RawReactionActionEvent, add: bool) -> None:
+        try:
+            await self._vote(payload, add)
+        except REDIS_UNAVAILABLE as e:
+            self._redis_outage.failed(e)
+        else:
+            self._redis_outage.ok()
 
     async def _vote(self, payload: discord.RawReactionActionEvent, add: bool) -> None:
         bot = self.bot
