@@ -25,8 +25,10 @@ from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.jobstore import JobStore, record_for
 from bot.limits import Cooldowns, Refused
 from bot.metrics import BotMetrics
+from bot.outage import QUEUE_UNAVAILABLE, REDIS_UNAVAILABLE
 from bot.registration import sync_commands
 from bot.shards import APPLIED_AS, ShardPlan
+from bot.text import code_text
 from jobs.settings import Settings
 from bot.votes import VoteBook
 
@@ -55,6 +57,8 @@ class ClipBot(commands.AutoShardedBot):
                          shard_count=self.shard_plan.count,
                          shard_ids=list(self.shard_plan.ids) if self.shard_plan.ids is not None else None)
         self.settings = settings
+        # nothing the bot sends pings anyone unless that call names the members (bot.text.user_mentions)
+        self.allowed_mentions = discord.AllowedMentions.none()
         self.queue = queue
         redis = queue.redis
         prefix = settings.redis_prefix
@@ -138,9 +142,16 @@ class ClipBot(commands.AutoShardedBot):
 
     async def cancel_job(self, job_id: str, member: discord.abc.User, permissions: discord.Permissions) -> str:
         """Cancel for its author or a moderator (Manage Messages); returns what to tell the member."""
+        try:
+            return await self._cancel_job(job_id, member, permissions)
+        except REDIS_UNAVAILABLE as e:  # the Cancel button has no command error handler to say so
+            log.warning("cancel from %s: Redis unavailable (%s)", member.id, e)
+            return QUEUE_UNAVAILABLE
+
+    async def _cancel_job(self, job_id: str, member: discord.abc.User, permissions: discord.Permissions) -> str:
         status = await self.queue.status(job_id)
         if status is None:
-            return f"There is no job `{job_id}`."
+            return f"There is no job `{code_text(job_id, 64)}`."
         if status.user != member.id and not permissions.manage_messages:
             return "Only the member who started this job, or a moderator, can cancel it."
         if status.state not in ("queued", "running"):
@@ -149,10 +160,15 @@ class ClipBot(commands.AutoShardedBot):
         return f"Cancelling job `{job_id}`." if ok else f"Job `{job_id}` already ended."
 
     async def _on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        cause = getattr(error, "original", error)
         if isinstance(error, app_commands.CheckFailure):
             msg = str(error) or "You are not allowed to use this command."
             if isinstance(error, app_commands.MissingPermissions):
                 msg = "You need the Manage Server permission to use this command."
+        elif isinstance(cause, REDIS_UNAVAILABLE):  # an outage, not a bug: one line, no traceback
+            name = interaction.command.name if interaction.command else "?"
+            log.warning("/%s from %s: Redis unavailable (%s)", name, interaction.user.id, cause)
+            msg = QUEUE_UNAVAILABLE
         else:
             log.error("command failed", exc_info=error)
             msg = "Something went wrong on my side; nothing was queued. Please try again."

@@ -5,7 +5,8 @@ results produced while the bot was down are rendered when it comes back, and eac
 applied once. Events are handed to one small task per job: a job's events stay in order while a
 slow Discord call for one job (a 429 sleep, a 5xx retry) never holds up the others. A Discord 5xx
 is retried a few times; any other failure is logged and the event acked, so one bad event never
-blocks the stream.
+blocks the stream. While Redis is unreachable the loop and the job tasks wait with backoff
+(`jobs.retry`) and log one line for the outage and one when Redis is back.
 
 What an event *looks like* in Discord is not decided here: each cog registers a `Renderer` for
 the job kind it queues (`dispatcher.register("classify", ...)` in its `cog_load`). This module
@@ -23,8 +24,10 @@ import discord
 
 from jobs.schemas import Event, FINAL_EVENTS
 from jobs.events import EventEntry, EventReader
+from jobs.retry import DEFAULT_RETRY
 
 from bot.jobstore import JobRecord, JobStore
+from bot.outage import REDIS_UNAVAILABLE, OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class EventDispatcher:
         self._jobs: dict[str, _JobQueue] = {}
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self.redis_outage = OutageLog(log, "Redis (events)")
 
     # ------------------------------------------------------------------ registry
 
@@ -99,15 +103,22 @@ class EventDispatcher:
 
     async def _consume(self) -> None:
         await self._wait_until_ready()
+        backoff = DEFAULT_RETRY.backoff()
         while not self._stopping:
             try:
                 batch = await self.reader.read(count=100, block_ms=1000)
             except asyncio.CancelledError:
                 raise
+            except REDIS_UNAVAILABLE as e:
+                self.redis_outage.failed(e)
+                await backoff.sleep()
+                continue
             except Exception:
                 log.exception("reading events failed; retrying")
-                await asyncio.sleep(1.0)
+                await backoff.sleep()
                 continue
+            backoff.reset()
+            self.redis_outage.ok()
             for entry in batch:
                 self._job_queue(entry.event.job_id).inbox.put_nowait(entry)
 
@@ -163,19 +174,30 @@ class EventDispatcher:
         return None
 
     async def _apply(self, job_id: str, entry: EventEntry) -> None:
-        for attempt in range(ATTEMPTS):
+        backoff = DEFAULT_RETRY.backoff()
+        attempt = 0
+        while attempt < ATTEMPTS:
+            if self._stopping:
+                return  # not applied, not acked: read again when the bot next starts
             try:
                 await self.reader.apply_once(entry, functools.partial(self._render, job_id))
                 return
             except asyncio.CancelledError:
                 raise
+            except REDIS_UNAVAILABLE as e:  # not the event's fault: wait for Redis, then apply it again
+                self.redis_outage.failed(e)
+                await backoff.sleep()
             except discord.DiscordServerError:  # discord.py already retried; try again a little later
-                log.warning("Discord 5xx while rendering %s (attempt %d)", job_id, attempt + 1)
-                await asyncio.sleep(2.0 * (attempt + 1))
+                attempt += 1
+                log.warning("Discord 5xx while rendering %s (attempt %d)", job_id, attempt)
+                await asyncio.sleep(2.0 * attempt)
             except Exception:
                 log.exception("rendering event %s of job %s failed", entry.event.seq, job_id)
                 break
-        await self.reader.ack(entry)  # settled: a poison event must not block the stream forever
+        try:
+            await self.reader.ack(entry)  # settled: a poison event must not block the stream forever
+        except REDIS_UNAVAILABLE as e:  # left pending: read again when the bot next starts
+            self.redis_outage.failed(e)
 
     async def _render(self, job_id: str, event: Event) -> None:
         record = await self.records.get(job_id)

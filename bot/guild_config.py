@@ -22,6 +22,7 @@ class GuildConfig(BaseModel):
     quota_exempt_role: int | None = None  # members with this role have no daily quota
     safety_labels: list[str] | None = Field(None, max_length=MAX_SAFETY_LABELS)  # None: the deployment's; []: off
     safety_threshold: float | None = Field(None, gt=0, le=1)
+    self_votes: bool = False  # off: a member's reaction on their own generation is no vote
 
     def user_limit(self, settings: Settings) -> int:
         return self.max_jobs or settings.user_max_jobs

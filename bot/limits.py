@@ -2,6 +2,7 @@
 
 Pure functions over plain values (plus two small Redis helpers for the cooldown), so they are
 tested without Discord. The texts are shown to the member as they are: say what and what to do.
+Member text quoted in them (file names, sizes, words, the validators' echoes) is escaped here.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from jobs.validation.images import SUPPORTED_NAMES, decode_image, describe_conte
 from jobs.validation.prompts import parse_prompts
 
 from bot.guild_config import GuildConfig
+from bot.text import code_text, member_text
 from jobs.settings import Settings
 
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
@@ -51,7 +53,7 @@ def find_banned(cfg: GuildConfig, *texts: str) -> str | None:
     for word in cfg.banned_words:
         pattern = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
         if any(pattern.search(t or "") for t in texts):
-            return f"Your request contains a word this server does not allow ({word!r}). Rephrase it and try again."
+            return f"Your request contains a word this server does not allow ('{member_text(word, 60)}'). Rephrase it and try again."
     return None
 
 
@@ -60,10 +62,10 @@ def check_attachment_meta(att: AttachmentMeta, settings: Settings) -> str | None
     ctype = (att.content_type or "").split(";")[0].strip().lower()
     looks_image = ctype.startswith("image/") or (not ctype and att.filename.lower().endswith(_IMAGE_EXT))
     if not looks_image:
-        what = ctype or "a file of unknown type"
-        return f"`{att.filename}` is {what}, not an image. Attach a {SUPPORTED_NAMES} image."
+        what = member_text(ctype, 100) or "a file of unknown type"
+        return f"`{code_text(att.filename, 100)}` is {what}, not an image. Attach a {SUPPORTED_NAMES} image."
     if att.size > settings.max_attachment_bytes:
-        return (f"`{att.filename}` is {_mb(att.size)}; the limit is {_mb(settings.max_attachment_bytes)}. "
+        return (f"`{code_text(att.filename, 100)}` is {_mb(att.size)}; the limit is {_mb(settings.max_attachment_bytes)}. "
                 "Send a smaller image.")
     if att.width is not None and att.height is not None:
         return _check_dims(att.filename, att.width, att.height, settings)
@@ -71,6 +73,7 @@ def check_attachment_meta(att: AttachmentMeta, settings: Settings) -> str | None
 
 
 def _check_dims(name: str, width: int, height: int, settings: Settings) -> str | None:
+    name = code_text(name, 100)
     if min(width, height) < settings.min_image_side:
         side = settings.min_image_side
         return f"`{name}` is only {width}x{height} pixels; send an image at least {side}x{side}."
@@ -82,15 +85,16 @@ def _check_dims(name: str, width: int, height: int, settings: Settings) -> str |
 
 def check_image_bytes(name: str, data: bytes, settings: Settings) -> str | None:
     """The downloaded bytes: really an image we decode, within size and dimensions. CPU: run in a thread."""
+    shown = code_text(name, 100)
     if len(data) > settings.max_attachment_bytes:
-        return (f"`{name}` is {_mb(len(data))}; the limit is {_mb(settings.max_attachment_bytes)}. "
+        return (f"`{shown}` is {_mb(len(data))}; the limit is {_mb(settings.max_attachment_bytes)}. "
                 "Send a smaller image.")
     if sniff_image_type(data) is None:
-        return f"`{name}` is not a supported image: it looks like {describe_content(data)}. Send a {SUPPORTED_NAMES} image."
+        return f"`{shown}` is not a supported image: it looks like {describe_content(data)}. Send a {SUPPORTED_NAMES} image."
     try:
         img = decode_image(data, max_bytes=settings.max_attachment_bytes, max_pixels=settings.max_image_side ** 2)
     except JobError as e:
-        return f"`{name}`: {e}"
+        return f"`{shown}`: {member_text(str(e))}"
     return _check_dims(name, img.width, img.height, settings)
 
 
@@ -99,7 +103,7 @@ def parse_labels(raw: str) -> list[str]:
     try:
         return validate_labels(raw)
     except JobError as e:
-        raise Refused(str(e)) from None
+        raise Refused(member_text(str(e))) from None
 
 
 def check_prompt(raw: str) -> str | None:
@@ -108,7 +112,7 @@ def check_prompt(raw: str) -> str | None:
     try:
         parse_prompts(raw)
     except JobError as e:
-        return str(e)
+        return member_text(str(e))
     return None
 
 
@@ -126,7 +130,7 @@ def parse_size(raw: str | None) -> tuple[int, int]:
         return 0, 0
     match = re.fullmatch(r"\s*(\d{1,4})\s*(?:[x×X*]\s*(\d{1,4}))?\s*", raw)
     if not match:
-        raise Refused(f"Size {raw!r} is not WIDTHxHEIGHT, e.g. `256x256`.")
+        raise Refused(f"Size `{code_text(raw, 40)}` is not WIDTHxHEIGHT, e.g. `256x256`.")
     width = int(match.group(1))
     height = int(match.group(2) or width)
     if not (16 <= width <= 1024 and 16 <= height <= 1024):

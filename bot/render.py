@@ -1,5 +1,9 @@
-"""Text rendering: progress bars, the classify bar chart, result captions. Pure functions."""
+"""Text rendering: progress bars, the classify bar chart, result captions. Pure functions.
+
+Member text (labels, prompts) is escaped here (`bot.text`), so callers pass it as typed."""
 from __future__ import annotations
+
+from bot.text import code_text, member_text
 
 FULL, EMPTY = "\N{BLACK SQUARE}", "\N{WHITE SQUARE}"
 
@@ -12,17 +16,17 @@ def progress_bar(step: int, total: int, width: int = 20) -> str:
 
 def bar_chart(scores: list[tuple[str, float]], width: int = 20) -> str:
     """Ranked labels with probabilities as a monospace bar chart (best first)."""
-    rows = sorted(scores, key=lambda row: -row[1])
-    name_w = min(max((len(n) for n, _ in rows), default=0), 30)
+    rows = [(code_text(name, 30), p) for name, p in sorted(scores, key=lambda row: -row[1])]
+    name_w = max((len(n) for n, _ in rows), default=0)
     lines = []
     for name, p in rows:
         bar = "█" * round(max(p, 0.0) * width)
-        lines.append(f"{name[:30]:<{name_w}} {bar:<{width}} {p * 100:5.1f}%")
+        lines.append(f"{name:<{name_w}} {bar:<{width}} {p * 100:5.1f}%")
     return "```\n" + "\n".join(lines) + "\n```"
 
 
 def imagine_caption(prompt: str, user: int, seed=None, steps=None, size=None, status: str = "") -> str:
-    bits = [f"**{prompt}** — <@{user}>"]
+    bits = [f"**{member_text(prompt, 400)}** — <@{user}>"]
     meta = []
     if seed is not None:
         meta.append(f"seed `{seed}`")

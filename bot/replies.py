@@ -16,6 +16,7 @@ from jobs.schemas import Event, FINAL_EVENTS
 from bot.app import ClipBot
 from bot.dispatcher import Renderer
 from bot.jobstore import JobRecord
+from bot.text import user_mentions
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class CommandReply(Renderer):
 async def reply(bot: ClipBot, record: JobRecord, content: str, embeds: list[discord.Embed],
                 ephemeral: bool = False) -> None:
     """Answer a command: edit its deferred reply while the interaction token lives, else a channel message."""
-    mentions = discord.AllowedMentions(users=[discord.Object(record.user)])
+    mentions = user_mentions(record.user)  # the member asked: ping them, and only them
     if record.token_fresh() and bot.application_id:
         hook = discord.Webhook.partial(bot.application_id, record.interaction_token, client=bot)
         try:

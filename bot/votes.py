@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 _VOTE = """
 -- KEYS: voters set, generation hash, guild leaderboard zset
--- ARGV: user, 'add'|'remove', field ('up'|'down'), job id
+-- ARGV: user, 'add'|'remove', field ('up'|'down'), job id, '1'|'0' (the author's own vote counts)
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0} end
 local changed
-if ARGV[2] == 'add' then changed = redis.call('SADD', KEYS[1], ARGV[1])
+if ARGV[2] == 'add' and ARGV[5] == '0' and redis.call('HGET', KEYS[2], 'user') == ARGV[1] then
+  changed = 0  -- the author's own reaction: no vote (a removal still takes back one counted earlier)
+elseif ARGV[2] == 'add' then changed = redis.call('SADD', KEYS[1], ARGV[1])
 else changed = redis.call('SREM', KEYS[1], ARGV[1]) end
 if changed == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[3], ARGV[2] == 'add' and 1 or -1)
@@ -83,8 +85,10 @@ class VoteBook:
         raw = await self.redis.get(f"{self.key_prefix}genmsg:{message_id}")
         return raw.decode() if isinstance(raw, bytes) else raw
 
-    async def vote(self, message_id: int, guild: int, user: int, up: bool, add: bool) -> VoteResult | None:
-        """Record one reaction; None when the message is not a generation."""
+    async def vote(self, message_id: int, guild: int, user: int, up: bool, add: bool,
+                   self_votes: bool = True) -> VoteResult | None:
+        """Record one reaction; None when the message is not a generation. self_votes=False: the
+        author's own reaction counts nothing (checked in the same atomic step)."""
         job_id = await self.job_for_message(message_id)
         if job_id is None:
             return None
@@ -92,7 +96,7 @@ class VoteBook:
         changed, up_count, down_count = await self._vote(
             keys=[f"{self.key_prefix}voters:{job_id}:{field}", self._generation_key(job_id),
                   f"{self.key_prefix}top:{guild}"],
-            args=[user, "add" if add else "remove", field, job_id],
+            args=[user, "add" if add else "remove", field, job_id, "1" if self_votes else "0"],
         )
         if changed == -1:
             return None

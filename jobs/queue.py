@@ -8,6 +8,8 @@ the bot's event reader: jobs/events.py.
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from jobs.claims import ClaimQueue
 from jobs.client import QueueClient
@@ -22,8 +24,11 @@ def queue_from_url(url: str, settings=None, *, max_connections: int = 64, **kw) 
     """A Queue on a new connection pool (binary-safe: blobs are bytes).
 
     The pool *blocks* when all its connections are busy: a burst of commands waits for a free
-    connection instead of failing with MaxConnectionsError (redis-py's default pool raises)."""
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=20)
+    connection instead of failing with MaxConnectionsError (redis-py's default pool raises).
+    A command on a pooled connection that Redis closed (it restarted) is sent once more on a new
+    connection: redis-py's check before handing out a connection misses most closed sockets."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=20,
+                                                    retry=Retry(NoBackoff(), 1))
     redis = aioredis.Redis.from_pool(pool)
     if settings is not None:
         return Queue.from_settings(redis, settings)

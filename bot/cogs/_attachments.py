@@ -6,6 +6,7 @@ import asyncio
 import discord
 
 from bot.limits import AttachmentMeta, Refused, check_attachment_meta, check_image_bytes
+from bot.text import code_text
 from jobs.settings import Settings
 
 
@@ -25,7 +26,7 @@ async def fetch_image(att: discord.Attachment, settings: Settings) -> bytes:
     try:
         data = await att.read()
     except discord.HTTPException as e:
-        raise Refused(f"I could not download `{att.filename}` ({e.status}); try uploading it again.") from None
+        raise Refused(f"I could not download `{code_text(att.filename, 100)}` ({e.status}); try uploading it again.") from None
     problem = await asyncio.to_thread(check_image_bytes, att.filename, data, settings)
     if problem:
         raise Refused(problem)

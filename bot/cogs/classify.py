@@ -15,6 +15,7 @@ from bot.cogs._attachments import fetch_image, precheck
 from bot.jobstore import JobRecord
 from bot.limits import Refused, parse_labels
 from bot.replies import CommandReply, tell_privately
+from bot.text import code_text, member_text
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +24,9 @@ def render_result(record: JobRecord, event: Event) -> tuple[str, list[discord.Em
     if isinstance(event, Result):
         scores = [(entry["label"], float(entry["score"])) for entry in event.data.get("labels", [])]
         best = max(scores, key=lambda pair: pair[1])[0] if scores else "?"
-        return f"<@{record.user}> I think it is **{best}**:\n{render.bar_chart(scores)}", []
+        return f"<@{record.user}> I think it is **{member_text(best, 100)}**:\n{render.bar_chart(scores)}", []
     if isinstance(event, Failed):
-        return f"<@{record.user}> classification failed: {event.reason}", []
+        return f"<@{record.user}> classification failed: {member_text(event.reason, 1000)}", []
     return f"<@{record.user}> classification cancelled.", []
 
 
@@ -77,7 +78,7 @@ class Classify(commands.Cog):
             position = await bot.submit(job, cfg, f"classify {image.filename}", interaction,
                                    getattr(callback, "message_id", None))
             await interaction.edit_original_response(
-                content=f"Classifying `{image.filename}` against {len(label_list)} labels… (queue position {position + 1})")
+                content=f"Classifying `{code_text(image.filename, 100)}` against {len(label_list)} labels… (queue position {position + 1})")
         except Refused as e:
             await bot.refuse(interaction, str(e))
 

@@ -7,6 +7,7 @@ from discord.ext import commands
 
 from bot.app import ClipBot
 from bot.guild_config import GuildConfig, parse_safety_labels
+from bot.text import code_text, emoji_text
 
 # /config safety_labels: these words instead of labels
 LABELS_OFF, LABELS_DEFAULT = "off", "default"
@@ -15,17 +16,18 @@ LABELS_OFF, LABELS_DEFAULT = "off", "default"
 def describe(cfg: GuildConfig, bot: ClipBot) -> str:
     settings = bot.settings
     chans = ", ".join(f"<#{c}>" for c in cfg.allowed_channels) or "all channels"
-    words = ", ".join(f"`{w}`" for w in cfg.banned_words) or "none"
+    words = ", ".join(f"`{code_text(w, 50)}`" for w in cfg.banned_words) or "none"
     hof = f"<#{cfg.hof_channel}> at {cfg.threshold(settings)} 👍" if cfg.hof_channel else "off"
-    up, down = cfg.emojis(settings)
+    up, down = (emoji_text(e) for e in cfg.emojis(settings))
     quota = cfg.quota(settings)
     exempt = f" (members with <@&{cfg.quota_exempt_role}> are exempt)" if cfg.quota_exempt_role else ""
     policy = cfg.safety_policy(settings)
     safety = ("off" if policy is None else
-              f"{', '.join(f'`{l}`' for l in policy.labels)} at {policy.threshold:g}")
+              f"{', '.join(f'`{code_text(label, 100)}`' for label in policy.labels)} at {policy.threshold:g}")
     return (f"**Channels:** {chans}\n**Jobs per member:** {cfg.user_limit(settings)}\n"
             f"**Cooldown:** {cfg.cooldown(settings):g} s\n"
             f"**Banned words:** {words}\n**Hall of fame:** {hof}\n**Vote reactions:** {up} {down}\n"
+            f"**Votes on one's own generations:** {'counted' if cfg.self_votes else 'ignored'}\n"
             f"**Daily generations per member:** {quota or 'unlimited'}{exempt}\n**Safety check:** {safety}")
 
 
@@ -46,7 +48,8 @@ class Config(commands.Cog):
         quota_exempt_role="Members with this role have no daily quota",
         clear_quota_exempt_role="No role is exempt from the daily quota",
         safety_labels="Comma-separated labels the safety check flags; 'off' to turn it off, 'default' for the bot's",
-        safety_threshold="Probability at which a safety label flags an image (0.01 to 1)")
+        safety_threshold="Probability at which a safety label flags an image (0.01 to 1)",
+        self_votes="Count a member's vote on their own generation (default: no)")
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.checks.has_permissions(manage_guild=True)
     @app_commands.guild_only()
@@ -66,7 +69,8 @@ class Config(commands.Cog):
                      quota_exempt_role: discord.Role | None = None,
                      clear_quota_exempt_role: bool = False,
                      safety_labels: app_commands.Range[str, 1, 2600] | None = None,
-                     safety_threshold: app_commands.Range[float, 0.01, 1.0] | None = None) -> None:
+                     safety_threshold: app_commands.Range[float, 0.01, 1.0] | None = None,
+                     self_votes: bool | None = None) -> None:
         store = self.bot.configs
         cfg = await store.get(interaction.guild_id)
         changes: dict = {}
@@ -86,6 +90,8 @@ class Config(commands.Cog):
                            ("vote_up", vote_up and vote_up.strip()), ("vote_down", vote_down and vote_down.strip())):
             if value is not None:
                 changes[key] = value
+        if self_votes is not None:
+            changes["self_votes"] = self_votes
         if hall_of_fame_channel is not None:
             changes["hof_channel"] = hall_of_fame_channel.id
         if daily_quota is not None:

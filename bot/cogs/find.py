@@ -11,25 +11,27 @@ from bot.app import ClipBot
 from bot.jobstore import JobRecord
 from bot.limits import Refused, check_query
 from bot.replies import CommandReply
+from bot.text import member_text, message_link
 
 
 def render_result(record: JobRecord, event: Event) -> tuple[str, list[discord.Embed]]:
     if isinstance(event, Failed):
-        return f"<@{record.user}> search failed: {event.reason}", []
+        return f"<@{record.user}> search failed: {member_text(event.reason, 1000)}", []
     if not isinstance(event, Result):
         return f"<@{record.user}> search cancelled.", []
     hits = event.data.get("hits", [])
-    query = record.job.query or ""
+    query = member_text(record.job.query, 200)
     if not hits:
         return f"<@{record.user}> nothing in this server's gallery yet for **{query}**. Add images with the message menu *Apps → Add to gallery*.", []
     embeds = []
     for rank, hit in enumerate(hits[:10], 1):
-        embed = discord.Embed(title=f"#{rank} · score {float(hit.get('score', 0)):.3f}", url=hit.get("message_link") or None,
-                          description=(hit.get("caption") or "")[:200] or None)
+        link = message_link(hit.get("message_link"))  # shown as a link only in the shape the bot stores
+        embed = discord.Embed(title=f"#{rank} · score {float(hit.get('score', 0)):.3f}", url=link,
+                              description=member_text(hit.get("caption"), 200) or None)
         if hit.get("thumbnail_url"):
             embed.set_thumbnail(url=hit["thumbnail_url"])
-        if hit.get("message_link"):
-            embed.add_field(name="original", value=f"[jump to message]({hit['message_link']})")
+        if link:
+            embed.add_field(name="original", value=f"[jump to message]({link})")
         embeds.append(embed)
     return f"<@{record.user}> best matches for **{query}**:", embeds
 
@@ -59,7 +61,7 @@ class Find(commands.Cog):
                           query=query.strip(), top=top, origin=Origin(source="discord", interaction_token=interaction.token))
             callback = await interaction.response.defer(thinking=True)
             position = await bot.submit(job, cfg, f"find {query[:40]}", interaction, getattr(callback, "message_id", None))
-            await interaction.edit_original_response(content=f"Searching the gallery for **{query}**… (queue position {position + 1})")
+            await interaction.edit_original_response(content=f"Searching the gallery for **{member_text(query, 200)}**… (queue position {position + 1})")
         except Refused as e:
             await bot.refuse(interaction, str(e))
 

@@ -12,6 +12,7 @@ from bot.cogs._attachments import fetch_image, precheck
 from bot.jobstore import JobRecord
 from bot.limits import Refused
 from bot.replies import CommandReply
+from bot.text import member_text
 
 
 def render_result(record: JobRecord, event: Event) -> tuple[str, list[discord.Embed]]:
@@ -19,7 +20,7 @@ def render_result(record: JobRecord, event: Event) -> tuple[str, list[discord.Em
         added = event.data.get("added", len(record.job.add))
         return f"Added {added} image(s) to this server's gallery: try `/find`.", []
     if isinstance(event, Failed):
-        return f"Adding to the gallery failed: {event.reason}", []
+        return f"Adding to the gallery failed: {member_text(event.reason, 1000)}", []
     return "Adding to the gallery was cancelled.", []
 
 

@@ -7,6 +7,7 @@ and the Re-roll button (`bot.imagine.buttons`).
 """
 from __future__ import annotations
 
+import logging
 import secrets
 
 import discord
@@ -23,6 +24,10 @@ from bot.contests.store import Admission, Contest, ContestStore
 from bot.imagine.buttons import COG_NAME, CancelButton, RerollButton
 from bot.imagine.messages import ImagineMessages
 from bot.limits import Refused, check_prompt, parse_size
+from bot.outage import QUEUE_UNAVAILABLE, REDIS_UNAVAILABLE
+from bot.text import member_text
+
+log = logging.getLogger(__name__)
 
 MAX_SEED = 2**53 - 1  # Discord integers stop at 2**53
 
@@ -102,7 +107,7 @@ class Imagine(commands.Cog, name=COG_NAME):
                 if contest is not None:
                     await self.contests.withdraw_entry(contest.id, job.id)
                 raise
-            text = (f"Queued **{job.prompt}** (seed `{job.seed}`): position {position + 1} in the queue. "
+            text = (f"Queued **{member_text(job.prompt, 400)}** (seed `{job.seed}`): position {position + 1} in the queue. "
                     "Progress will appear in this channel.")
             if entry:
                 text = f"{entry} of the contest, shown without your name until it closes. " + text
@@ -114,6 +119,8 @@ class Imagine(commands.Cog, name=COG_NAME):
             status = "⏳ queued" if position == 0 else f"⏳ queued · position {position + 1}"
             try:
                 await self.messages.ensure_progress_message(job.id, status)
+            except REDIS_UNAVAILABLE as e:  # queued already: the renderer posts the message when events flow
+                log.warning("progress message of %s: Redis unavailable (%s)", job.id, e)
             except (discord.Forbidden, discord.NotFound):
                 await bot.queue.cancel(job.id, by=interaction.user.id)
                 await interaction.followup.send(
@@ -121,6 +128,9 @@ class Imagine(commands.Cog, name=COG_NAME):
                     "so I cancelled the generation. Ask a moderator, or use another channel.", ephemeral=True)
         except Refused as e:
             await bot.refuse(interaction, str(e))
+        except REDIS_UNAVAILABLE as e:  # Re-roll is a button: no command error handler answers for it
+            log.warning("imagine from %s: Redis unavailable (%s)", interaction.user.id, e)
+            await bot.refuse(interaction, QUEUE_UNAVAILABLE)
 
     async def contest_of(self, channel_id: int | None) -> Contest | None:
         """The open contest whose thread this is (None: an ordinary generation). Raises Refused in
@@ -132,7 +142,12 @@ class Imagine(commands.Cog, name=COG_NAME):
 
     async def reroll(self, interaction: discord.Interaction, job_id: str) -> None:
         """The Re-roll button: the same options as `job_id`, a new seed."""
-        record = await self.bot.records.get(job_id)
+        try:
+            record = await self.bot.records.get(job_id)
+        except REDIS_UNAVAILABLE as e:
+            log.warning("re-roll from %s: Redis unavailable (%s)", interaction.user.id, e)
+            await self.bot.refuse(interaction, QUEUE_UNAVAILABLE)
+            return
         if record is None or record.kind != "imagine":
             await self.bot.refuse(interaction, "I no longer remember the options of this generation; run /imagine again.")
             return

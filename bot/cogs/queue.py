@@ -6,6 +6,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import ClipBot
+from bot.text import member_text
 
 
 class QueueCog(commands.Cog):
@@ -20,7 +21,7 @@ class QueueCog(commands.Cog):
         lines = []
         for status in jobs:
             record = await bot.records.get(status.id)
-            label = record.label if record else status.kind
+            label = member_text(record.label, 60) if record else status.kind
             where = (f"position {status.position + 1}" if status.state == "queued" and status.position is not None
                      else status.state)
             if status.state == "running" and status.worker:

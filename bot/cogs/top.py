@@ -8,6 +8,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import ClipBot
+from bot.text import member_text
 
 
 class Top(commands.Cog):
@@ -24,7 +25,8 @@ class Top(commands.Cog):
             await interaction.response.send_message(f"No votes on generations {title} yet: react to one with 👍!",
                                                     ephemeral=True)
             return
-        lines = [f"**{rank}.** [{gen.prompt[:80]}]({gen.link}) by <@{gen.user}> — **{gen.score:+d}** "
+        # the link is built from ids (Generation.link); the prompt is only its escaped label
+        lines = [f"**{rank}.** [{member_text(gen.prompt, 80)}]({gen.link}) by <@{gen.user}> — **{gen.score:+d}** "
                  f"({gen.up}👍 {gen.down}👎)" for rank, gen in enumerate(generations, 1)]
         embed = discord.Embed(title=f"Top generations {title}", description="\n".join(lines))
         if generations[0].image_url:

@@ -18,6 +18,8 @@ from discord.ext import commands
 from bot.app import ClipBot
 from bot.contests.render import vote_answer
 from bot.contests.store import ContestStore
+from bot.outage import REDIS_UNAVAILABLE, OutageLog
+from bot.text import member_text
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +31,23 @@ class Votes(commands.Cog):
         # await applies reactions in gateway order (an un-react then re-react stays in that order).
         self._lock = asyncio.Lock()
         self.contests = ContestStore(bot.queue.redis, bot.settings.redis_prefix)
+        self._redis_outage = OutageLog(log, "Redis (votes: reactions meanwhile are not counted)")
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        await self._vote(payload, add=True)
+        await self._count(payload, add=True)
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
-        await self._vote(payload, add=False)
+        await self._count(payload, add=False)
+
+    async def _count(self, payload: discord.RawReactionActionEvent, add: bool) -> None:
+        try:
+            await self._vote(payload, add)
+        except REDIS_UNAVAILABLE as e:
+            self._redis_outage.failed(e)
+        else:
+            self._redis_outage.ok()
 
     async def _vote(self, payload: discord.RawReactionActionEvent, add: bool) -> None:
         bot = self.bot
@@ -54,7 +65,7 @@ class Votes(commands.Cog):
                                               joined_at=joined)
             if ballot.status == "not_entry":
                 tally = await bot.votes.vote(payload.message_id, payload.guild_id, payload.user_id, up=name == up,
-                                             add=add)
+                                             add=add, self_votes=cfg.self_votes)
                 famous = bool(tally is not None and tally.changed and add and name == up and cfg.hof_channel
                               and tally.up >= cfg.threshold(bot.settings)
                               and await bot.votes.claim_hall_of_fame(tally.job_id))
@@ -84,7 +95,7 @@ class Votes(commands.Cog):
         if gen is None:
             return
         embed = discord.Embed(title="🏆 Hall of fame",
-                              description=f"**{gen.prompt}** by <@{gen.user}>\n[original]({gen.link})")
+                              description=f"**{member_text(gen.prompt, 1000)}** by <@{gen.user}>\n[original]({gen.link})")
         embed.add_field(name="votes", value=f"{gen.up}👍 {gen.down}👎")
         if gen.image_url:
             embed.set_image(url=gen.image_url)

@@ -6,17 +6,16 @@ are told they placed); everything else with no mentions allowed.
 """
 from __future__ import annotations
 
-from discord.utils import escape_markdown, escape_mentions
-
 from bot.contests.ranking import Entry
 from bot.contests.store import Admission, Contest, VoteOutcome
+from bot.text import member_text
 
 MEDALS = {1: "🥇", 2: "🥈", 3: "🥉"}
 RANKING_LINES = 25  # the ranking message lists this many entries (Discord's 2000-character limit)
 
 
 def safe(text: str) -> str:
-    return escape_mentions(escape_markdown(text))
+    return member_text(text)
 
 
 def entry_label(number: int) -> str:

@@ -31,6 +31,7 @@ from bot.imagine.buttons import final_view, progress_view
 from bot.jobstore import JobRecord
 from bot.progress import LatestFrameEditor
 from bot.replies import tell_privately
+from bot.text import member_text
 from bot.votes import Generation
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ class ImagineMessages(Renderer):
             return FinalPost(content, files, final_view(job_id), flagged=flagged)
         if isinstance(event, Failed):
             # a refused start image is the member's business: the reason goes to them privately
-            status = INIT_REFUSED if _init_checked(record) else f"❌ failed: {event.reason}"
+            status = INIT_REFUSED if _init_checked(record) else f"❌ failed: {member_text(event.reason, 1000)}"
         else:
             # the cancel flag holds the id as text; the event's number can be rounded by Redis' Lua (a double)
             by_id = cancel_by(await self.bot.queue.cancel_flag(job_id)) or getattr(event, "by", None)
