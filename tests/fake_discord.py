@@ -189,8 +189,8 @@ class FakeDiscord:
         return gid, self.add_channel(f"{name}-art", guild=gid)
 
     def guild_of_channel(self, cid: int) -> int:
-        channel = self.channels.get(cid)
-        return int(channel["guild_id"]) if channel else self.guild_id
+        channel = self.channels.get(cid) or {}
+        return int(channel.get("guild_id") or self.guild_id)  # a DM channel: the first guild, as before
 
     def add_channel(self, name: str, guild: int | None = None) -> int:
         cid = snowflake()
@@ -466,7 +466,7 @@ class FakeDiscord:
     def _live_channels(self, guild: int | None = None, types: tuple[int, ...] = (0, 2, 4, 5)) -> list[dict]:
         gid = str(guild or self.guild_id)
         return [c for cid, c in self.channels.items()
-                if cid not in self.deleted_channels and c["guild_id"] == gid and c["type"] in types]
+                if cid not in self.deleted_channels and c.get("guild_id") == gid and c["type"] in types]
 
     def _bot_member_json(self) -> dict:
         return {**self.bot_user.member_json(), "roles": [str(self.bot_role_id)]}

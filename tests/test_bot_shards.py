@@ -248,16 +248,16 @@ async def test_two_bot_processes_share_one_redis(redis_server, tmp_path):
     procs = [bot_process(fake, redis_server.url, shard, tmp_path / f"bot-{shard}.log") for shard in (0, 1)]
     try:
         await asyncio.gather(*(connected(fake, p, shard) for shard, p in enumerate(procs)))
-        ann, bob, cat = fake.user("ann"), fake.user("bob"), fake.user("cat")
+        ann, bob, cat, dan = fake.user("ann"), fake.user("bob"), fake.user("cat"), fake.user("dan")
         # a generation in a guild of each shard: each posted once, in order, by the process of its shard
         ma, mb = await asyncio.gather(imagine(fake, ann, ca, "a red circle"), imagine(fake, bob, cb, "a blue star"))
         for msg in (ma, mb):
             await votable(fake, queue.redis, msg)
         job_of = {j.prompt: j.id for j in worker.seen if j.kind == "imagine"}
-        # votes on both shards
+        # votes on both shards (by members who are not the authors: self-votes are off by default)
         for msg in (ma, mb):
-            await fake.react(msg, bob, "👍")
             await fake.react(msg, cat, "👍")
+            await fake.react(msg, dan, "👍")
         await wait_votes(queue.redis, job_of["a red circle"], 2)
         await wait_votes(queue.redis, job_of["a blue star"], 2)
         # buttons on both shards: Re-roll in guild b, Cancel in guild a

@@ -304,7 +304,7 @@ class Gallery:
 
     def embedding(self, guild: int, item_id: str) -> np.ndarray | None:
         """An item's stored unit embedding (float32), None if it is not in the gallery."""
-        raw = self.r.hget(self.key(guild, "emb"), item_id)
+        raw = self.redis.hget(self.key(guild, "emb"), item_id)
         row = None if raw is None else self._decode(item_id, raw)
         return None if row is None else row.astype(np.float32)
 
