@@ -52,10 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     url, server = resolve_redis_url(settings)
     worker = None
     if not settings.redis_url:
-        # single-machine mode: one local worker on the same embedded Redis
+        # single-machine mode: one local worker on the same embedded Redis, never two: a worker
+        # left by a bot that was killed is stopped first, and this one stops when the bot is gone
         from jobs.local_worker import spawn_worker
+        from jobs.processes import PidFile
 
-        worker = spawn_worker(url)
+        pidfile = PidFile(settings.data_dir, "local-worker")
+        pidfile.stop_stale("local worker", timeout_s=settings.shutdown_grace_s + 5)
+        worker = spawn_worker(url, die_with_parent=True)
+        pidfile.write(worker.pid)
         logging.info("embedded Redis at %s; started local worker pid %d", url, worker.pid)
     try:
         asyncio.run(run(settings, url))
@@ -71,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                 worker.wait(timeout=settings.shutdown_grace_s + 5)
             except subprocess.TimeoutExpired:
                 worker.kill()
+                worker.wait()
+            pidfile.remove(worker.pid)
         if server is not None:
             server.stop()
     return 0
