@@ -24,6 +24,7 @@ from bot.dispatcher import EventDispatcher
 from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.jobstore import JobStore, record_for
 from bot.limits import Cooldowns, Refused
+from jobs.blobs import STORE_FULL
 from bot.registration import sync_commands
 from jobs.settings import Settings
 from bot.votes import VoteBook
@@ -86,6 +87,8 @@ class ClipBot(commands.Bot):
             left = await self.cooldowns.left(interaction.guild_id, interaction.user.id)
             if left > 0:
                 raise Refused(f"Slow down: you can start another job in {left:.0f} s.")
+        if await self.queue.blob_store_full():  # before any upload is downloaded and stored
+            raise Refused(STORE_FULL)
         return cfg
 
     async def submit(self, job: Job, cfg: GuildConfig, label: str, interaction: discord.Interaction | None = None,

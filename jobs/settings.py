@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     job_ttl_s: int = Field(7 * 86400, ge=60, description="How long a finished job's status stays queryable.")
     blob_budget_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024, description="Bytes of stored images (uploads, previews, results) past which new work is refused with a 'try again in a few minutes'; running jobs still deliver. Keep it well under Redis's maxmemory.")
     result_keep_s: int = Field(3600, ge=10, description="How long a delivered picture (its PNG and pick-a-frame frames) and a finished job's input images stay stored for the buttons that reuse them (Re-roll, Refine, find similar); the timelapse GIF and previews are deleted once posted.")
-    redis_maxmemory: str = Field("1gb", pattern=r"^(|[0-9]+(b|kb|mb|gb)?)$", description="`maxmemory` of the embedded Redis (policy noeviction); empty: no limit. The compose Redis sets its own in docker-compose.yml.")
+    redis_maxmemory: str = Field("1gb", pattern=r"^(|[0-9]+(b|kb|mb|gb)?)$", description="`maxmemory` of the embedded Redis (policy noeviction); empty: no limit. docker-compose.yml's Redis reads it too (default there `2gb`).")
 
     # --- worker (CLIPBOT_*)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device for the engines: auto picks CUDA when available.")

@@ -243,6 +243,15 @@ class Worker:
             log.warning("job %s: claim lost before finishing; the other worker's result stands", job.id)
         else:
             self.jobs_done += 1
+            await self._release_blobs(claim, ctx)
+
+    async def _release_blobs(self, claim: Claim, ctx: RedisJobContext) -> None:
+        """The job ended: its last preview is superseded by the result, its inputs are consumed."""
+        try:
+            await self.queue.delete_blobs(ctx.preview)
+            await self.queue.release_inputs(claim.job)
+        except REDIS_DOWN as e:  # they expire with their TTL anyway
+            log.warning("job %s: blobs not released (%s)", claim.job.id, e)
 
     # ------------------------------------------------------------------ heartbeat
 
