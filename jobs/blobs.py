@@ -92,6 +92,11 @@ return {freed, tonumber(redis.call('GET', total) or '0')}
 """
 
 
+def reused_inputs(job: Job) -> list[str]:
+    """The images a Re-roll of this job needs again."""
+    return input_blobs(job)[1] if job.kind == "imagine" else []
+
+
 def input_blobs(job: Job) -> tuple[list[str], list[str]]:
     """A job's input images as (deleted when it ends, kept `result_keep_s` after it ends).
 
@@ -131,6 +136,12 @@ class BlobStore(QueueBase):
         if not BLOB_NAME.match(key or ""):
             return None  # never read arbitrary keys on behalf of a job
         return await self.redis.get(self.keys.blob(key))
+
+    async def blobs_exist(self, *names: str) -> bool:
+        """True if every named blob is still stored."""
+        if not all(BLOB_NAME.match(n or "") for n in names):
+            return False
+        return not names or await self.redis.exists(*(self.keys.blob(n) for n in names)) == len(set(names))
 
     async def delete_blobs(self, *names: str | None) -> int:
         """Delete blobs that have been consumed; returns the bytes freed (0 for ones already gone)."""

@@ -100,6 +100,10 @@ class QueueClient(BlobStore):
             args=["" if by is None else int(by), repr(now), self.job_ttl_s,
                   self.events_maxlen, job_id, WORKER_GROUP, encode_event(event)],
         )
+        if as_text(res or "") == "cancelled":  # ended before any worker took it: its inputs are consumed
+            job = await self.job(job_id)
+            if job is not None:
+                await self.release_inputs(job)
         return res is not None
 
     async def cancel_flag(self, job_id: str) -> str:

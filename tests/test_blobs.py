@@ -207,3 +207,40 @@ async def test_a_full_store_refuses_imagine_privately_before_any_upload(harness)
     cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
     assert cb.json["data"]["content"] == STORE_FULL and cb.json["data"]["flags"] & EPHEMERAL
     assert len(await harness.queue.redis.keys(harness.queue.keys.job("*"))) == 0
+
+
+async def test_cancelling_a_queued_job_releases_its_upload(queue):
+    upload = await queue.put_blob(png_bytes())
+    job = ClassifyJob(image=upload, labels=["red", "blue"], user=1)
+    assert (await queue.submit(job)).accepted
+    assert await queue.cancel(job.id, by=1)
+    assert await queue.get_blob(upload) is None and await queue.blob_bytes() == 0
+
+
+async def test_reroll_whose_start_image_is_gone_is_refused_clearly(harness):
+    from tests.bot_harness import ScriptedWorker
+
+    worker = ScriptedWorker(harness.queue, steps=2).start()
+    try:
+        await harness.start_bot()
+        fake = harness.fake
+        ann = fake.user("ann")
+        att = fake.upload(png_bytes(), "start.png", "image/png", 64, 64)
+        await fake.slash("imagine", ann, prompt="a red circle", init_image=att)
+        job = await wait_until(lambda: _first_imagine(worker), 30, "the job never ran")
+        msg = await fake.wait_for(lambda: next((m for m in fake.channel_messages(fake.channel_id, via="channel")
+                                                if any(c.get("custom_id", "").startswith("clipbot:reroll:")
+                                                       for row in m.get("components", [])
+                                                       for c in row.get("components", []))), None), timeout=30)
+        assert await harness.queue.blobs_exist(job.init_image)
+        await harness.queue.delete_blobs(job.init_image)  # as after CLIPBOT_RESULT_KEEP_S
+        inter = await fake.click(msg, f"clipbot:reroll:{job.id}", ann)
+        cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
+        assert "no longer stored" in cb.json["data"]["content"] and cb.json["data"]["flags"] & EPHEMERAL
+        assert len(await _job_ids(harness.queue, 0, 10)) == 1  # refused before anything was queued
+    finally:
+        await worker.stop()
+
+
+async def _first_imagine(worker):
+    return next((j for j in worker.seen if j.kind == "imagine"), None)
