@@ -141,7 +141,7 @@ class BlobStore(QueueBase):
         """True if every named blob is still stored."""
         if not all(BLOB_NAME.match(n or "") for n in names):
             return False
-        return not names or await self.redis.exists(*(self.keys.blob(n) for n in names)) == len(set(names))
+        return not names or await self.redis.exists(*(self.keys.blob(n) for n in names)) == len(names)
 
     async def delete_blobs(self, *names: str | None) -> int:
         """Delete blobs that have been consumed; returns the bytes freed (0 for ones already gone)."""

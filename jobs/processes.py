@@ -127,9 +127,17 @@ class PidFile:
         return True
 
 
-async def watch_parent(parent_pid: int, on_gone: Callable[[], None], interval_s: float = 0.5) -> None:
-    """Call `on_gone` once the process that started us has exited (we get re-parented), then return."""
+async def watch_parent(parent_pid: int, on_gone: Callable[[], None], *, interval_s: float = 0.5,
+                       give_up_s: float | None = None) -> None:
+    """Call `on_gone` once the process that started us has exited (we get re-parented). If we are
+    still running `give_up_s` later (a graceful stop can wait on a Redis that died with the parent),
+    exit at once: whatever we held is reclaimed by the queue, and an orphan must not live on."""
     while os.getppid() == parent_pid:
         await asyncio.sleep(interval_s)
     log.warning("parent process %d is gone; stopping", parent_pid)
     on_gone()
+    if give_up_s is not None:
+        await asyncio.sleep(give_up_s)
+        log.error("still running %.0f s after the parent process %d went away; exiting now", give_up_s, parent_pid)
+        logging.shutdown()
+        os._exit(1)

@@ -194,3 +194,41 @@ def test_a_recycled_pid_is_never_signalled(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+_PARENT_WITHOUT_DEATH_SIGNAL = """
+import sys, time
+from jobs.local_worker import spawn_worker
+w = spawn_worker(sys.argv[1], die_with_parent=True, preexec_fn=None)  # the parent-pid watch alone
+print(w.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("redis_too", [False, True], ids=["redis-alive", "redis-gone"])
+async def test_the_worker_watches_its_parent_where_no_death_signal_exists(subreaper, redis_server, worker_env, tmp_path,
+                                                                         redis_too):
+    log = open(tmp_path / "parent.log", "wb")
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT_WITHOUT_DEATH_SIGNAL, redis_server.url],
+                              env={**os.environ, **worker_env}, stdout=subprocess.PIPE, stderr=log)
+    try:
+        worker_pid = int(await asyncio.to_thread(parent.stdout.readline))
+        started = start_time(worker_pid)
+        await asyncio.to_thread(wait_until, lambda: "serving" in (tmp_path / "parent.log").read_text(), 30,
+                                "the worker did not start")
+        if redis_too:  # a graceful stop may then wait on Redis: the worker still exits after its grace
+            redis_server.kill()
+        parent.kill()
+        parent.wait()
+        grace = float(worker_env["CLIPBOT_SHUTDOWN_GRACE_S"])
+        await asyncio.to_thread(wait_until, lambda: not is_same_process(worker_pid, started), grace + 10,
+                                "the worker outlived its parent")
+        status = os.waitpid(worker_pid, 0)[1]
+        assert redis_too or status == 0  # with Redis up: a graceful stop, exit status 0
+        assert "parent process" in (tmp_path / "parent.log").read_text()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        parent.stdout.close()
+        log.close()

@@ -217,7 +217,8 @@ def run_queue_worker(args, settings) -> int:
             from jobs.processes import watch_parent
 
             watchdog = asyncio.create_task(watch_parent(
-                settings.parent_pid, lambda: worker.stopping.is_set() or worker.request_stop()))
+                settings.parent_pid, lambda: worker.stopping.is_set() or worker.request_stop(),
+                give_up_s=settings.shutdown_grace_s + 5))
         try:
             await worker.run()
         finally:
