@@ -15,6 +15,7 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
+from jobs.blobs import STORE_FULL
 from jobs.schemas import Job
 from jobs.events import EventReader
 from jobs.queue import Queue
@@ -24,7 +25,6 @@ from bot.dispatcher import EventDispatcher
 from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.jobstore import JobStore, record_for
 from bot.limits import Cooldowns, Refused
-from jobs.blobs import STORE_FULL
 from bot.registration import sync_commands
 from jobs.settings import Settings
 from bot.votes import VoteBook
