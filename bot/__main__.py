@@ -57,11 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     url, server = resolve_redis_url(settings)
     worker = None
     if not settings.redis_url:
-        # single-machine mode: one local worker on the same embedded Redis
+        # single-machine mode: one local worker on the same embedded Redis, never two: a worker
+        # left by a bot that was killed is stopped first, and this one stops when the bot is gone
         from jobs.local_worker import spawn_worker
+        from jobs.processes import PidFile
 
+        pidfile = PidFile(settings.data_dir, "local-worker")
+        pidfile.stop_stale("local worker", timeout_s=settings.shutdown_grace_s + 5)
         # its metrics (if on) on the next port: the bot's own port is taken by the bot
-        worker = spawn_worker(url, {"CLIPBOT_METRICS_PORT": str(settings.metrics_port + 1)} if settings.metrics_port else None)
+        metrics_env = {"CLIPBOT_METRICS_PORT": str(settings.metrics_port + 1)} if settings.metrics_port else None
+        worker = spawn_worker(url, metrics_env, die_with_parent=True)
+        pidfile.write(worker.pid)
         logging.info("embedded Redis at %s; started local worker pid %d", url, worker.pid)
     try:
         asyncio.run(run(settings, url))
@@ -77,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                 worker.wait(timeout=settings.shutdown_grace_s + 5)
             except subprocess.TimeoutExpired:
                 worker.kill()
+                worker.wait()
+            pidfile.remove(worker.pid)
         if server is not None:
             server.stop()
     return 0

@@ -15,6 +15,7 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
+from jobs.blobs import STORE_FULL
 from jobs.schemas import Job
 from jobs.events import EventReader
 from jobs.queue import Queue
@@ -111,6 +112,8 @@ class ClipBot(commands.AutoShardedBot):
             left = await self.cooldowns.left(interaction.guild_id, interaction.user.id)
             if left > 0:
                 raise Refused(f"Slow down: you can start another job in {left:.0f} s.")
+        if await self.queue.blob_store_full():  # before any upload is downloaded and stored
+            raise Refused(STORE_FULL)
         return cfg
 
     async def submit(self, job: Job, cfg: GuildConfig, label: str, interaction: discord.Interaction | None = None,

@@ -1,25 +1,18 @@
 """The submitting side of the job queue (bot, CLI): submit, cancel, status, follow, blobs."""
 from __future__ import annotations
 
-import re
-import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from jobs.blobs import STORE_FULL, BlobStore, BlobTooLarge  # noqa: F401 - BlobTooLarge: callers import it here
 from jobs.events import decode_event, encode_event
 from jobs.keys import WORKER_GROUP, lane_of
-from jobs.queue_base import QueueBase
 from jobs.schemas import FINAL_EVENTS, Cancelled, Event, Job, parse_job
 from jobs.streams import as_text
 
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("done", "failed", "cancelled", "dead")
-_BLOB_KEY = re.compile(r"^[0-9a-f]{32}$")
-
-
-class BlobTooLarge(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -56,11 +49,14 @@ def _float_or_none(h: dict[str, str], field: str) -> float | None:
     return float(h[field]) if h.get(field) else None
 
 
-class QueueClient(QueueBase):
+class QueueClient(BlobStore):
     """Submit and watch jobs."""
 
     async def submit(self, job: Job, *, user_limit: int | None = None) -> SubmitResult:
-        """Queue a job unless its user already has `user_limit` jobs queued or running (atomic)."""
+        """Queue a job unless its user already has `user_limit` jobs queued or running (atomic),
+        or the image store is over its byte budget."""
+        if await self.blob_store_full():
+            return SubmitResult(False, 0, STORE_FULL)
         limit = self.user_max_jobs if user_limit is None else user_limit
         lane, k = lane_of(job.kind), self.keys
         res = await self.scripts.submit(
@@ -104,6 +100,10 @@ class QueueClient(QueueBase):
             args=["" if by is None else int(by), repr(now), self.job_ttl_s,
                   self.events_maxlen, job_id, WORKER_GROUP, encode_event(event)],
         )
+        if as_text(res or "") == "cancelled":  # ended before any worker took it: its inputs are consumed
+            job = await self.job(job_id)
+            if job is not None:
+                await self.release_inputs(job)
         return res is not None
 
     async def cancel_flag(self, job_id: str) -> str:
@@ -135,19 +135,6 @@ class QueueClient(QueueBase):
         ids = [as_text(m) for m in await self.redis.smembers(self.keys.user(user))]
         out = [s for s in [await self.status(i) for i in ids] if s and s.state in ACTIVE_STATES]
         return sorted(out, key=lambda s: s.created)
-
-    # --- blobs
-    async def put_blob(self, data: bytes, ttl: int | None = None) -> str:
-        if len(data) > self.blob_max_bytes:
-            raise BlobTooLarge(f"file is {len(data)} bytes; the limit is {self.blob_max_bytes} bytes")
-        key = secrets.token_hex(16)
-        await self.redis.set(self.keys.blob(key), data, ex=int(ttl or self.blob_ttl_s))
-        return key
-
-    async def get_blob(self, key: str) -> bytes | None:
-        if not _BLOB_KEY.match(key or ""):
-            return None  # never read arbitrary keys on behalf of a job
-        return await self.redis.get(self.keys.blob(key))
 
     # --- events, for followers (the CLI) that are not a consumer group
     async def follow(self, job_id: str, after: str = "0-0", block_ms: int = 1000,

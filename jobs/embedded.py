@@ -19,6 +19,8 @@ from pathlib import Path
 
 import redis
 
+from jobs.processes import PidFile, death_signal_preexec
+
 
 def redis_server_binary() -> str:
     try:
@@ -48,12 +50,16 @@ class RedisServer:
     """
 
     def __init__(self, data_dir: str | os.PathLike, *, port: int | None = None,
-                 appendfsync: str = "everysec", extra: list[str] | None = None):
+                 appendfsync: str = "everysec", extra: list[str] | None = None,
+                 maxmemory: str | None = None, die_with_parent: bool = False):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.appendfsync = appendfsync
         self.extra = extra or []
+        self.maxmemory = maxmemory  # e.g. "1gb"; with noeviction (see `_args`)
+        self.die_with_parent = die_with_parent  # Linux: SIGTERM when the starting process dies
         self.proc: subprocess.Popen | None = None
+        self.pidfile = PidFile(self.data_dir, "redis")
         sock = self.data_dir / "redis.sock"
         if len(str(sock)) > 100:  # unix socket paths are limited to ~107 bytes
             sock = Path(tempfile.mkdtemp(prefix="clipbot-redis-")) / "redis.sock"
@@ -82,6 +88,11 @@ class RedisServer:
             "--port", str(self.port or 0),
             "--bind", "127.0.0.1",
         ]
+        if self.maxmemory:
+            # noeviction: every key with a TTL (finished jobs, dedupe sets, quotas, images) would be a
+            # candidate under volatile-*, and evicting a dedupe set or a quota breaks a guarantee;
+            # the blob budget (jobs/blobs.py) refuses new work well before this limit is reached.
+            args += ["--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction"]
         return args + self.extra
 
     def alive(self) -> bool:
@@ -95,12 +106,16 @@ class RedisServer:
 
     def start(self, timeout_s: float = 10.0) -> "RedisServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.pidfile.stop_stale("embedded Redis"):  # its owner was killed: stop it, then start ours
+            self.socket_path.unlink(missing_ok=True)
         if self.port is None and self.socket_path.exists():
             if self.alive():
-                return self  # another process of ours already serves this data dir: share it
+                return self  # another live process of ours already serves this data dir: share it
             self.socket_path.unlink()
-        self.proc = subprocess.Popen(self._args(), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        preexec = death_signal_preexec() if self.die_with_parent else None
+        self.proc = subprocess.Popen(self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, preexec_fn=preexec)
+        self.pidfile.write(self.proc.pid)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -124,7 +139,8 @@ class RedisServer:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait()
+        self.proc.wait()  # reaped: no zombie
+        self.pidfile.remove(self.proc.pid)
         if self.proc.stderr:
             self.proc.stderr.close()
         self.proc = None
@@ -136,7 +152,7 @@ class RedisServer:
             self.proc.wait()
             if self.proc.stderr:
                 self.proc.stderr.close()
-            self.proc = None
+            self.proc = None  # the pid file stays, as after a crash: the next start() finds it dead
 
     def restart(self) -> None:
         self.stop()
@@ -154,6 +170,6 @@ def resolve_redis_url(settings) -> tuple[str, RedisServer | None]:
     Returns the URL and the server this process must stop (None if it does not own one)."""
     if settings.redis_url:
         return settings.redis_url, None
-    srv = RedisServer(settings.data_dir)
+    srv = RedisServer(settings.data_dir, maxmemory=settings.redis_maxmemory or None, die_with_parent=True)
     srv.start()
     return srv.url, (srv if srv.proc is not None else None)

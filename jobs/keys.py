@@ -12,6 +12,8 @@
     events                        stream of every job event (the bot reads it via its own group)
     dead                          dead-letter stream: malformed entries and jobs out of deliveries
     blob:<hex>                    image bytes with a TTL
+    blobs:size, blobs:expiry      every blob's size (hash) and expiry (sorted set), for the budget
+    blobs:bytes                   total bytes of stored blobs (jobs/blobs.py keeps it exact)
     workers, worker:<id>          live worker registry (zset by expiry, hash with a TTL)
     applied:<group>:<job id>      event seqs of a job that a consumer group has applied (dedupe)
     quota:<guild>:<uid>:<day>     set of a member's generations that UTC day (jobs/quota.py)
@@ -40,6 +42,9 @@ class Keys:
         self.dead = prefix + "dead"
         self.positions = prefix + "positions"
         self.workers = prefix + "workers"
+        self.blob_sizes = prefix + "blobs:size"
+        self.blob_expiry = prefix + "blobs:expiry"
+        self.blob_bytes = prefix + "blobs:bytes"
 
     def stream(self, lane: str) -> str:
         return f"{self.prefix}stream:{lane}"

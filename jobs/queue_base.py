@@ -23,6 +23,8 @@ class QueueBase:
         blob_max_bytes: int = 16 * 1024 * 1024,
         events_maxlen: int = 100_000,
         job_ttl_s: int = 7 * 86400,
+        blob_budget_bytes: int = 512 * 1024 * 1024,
+        result_keep_s: int = 3600,
     ):
         self.redis = redis
         self.keys = Keys(prefix)
@@ -33,6 +35,8 @@ class QueueBase:
         self.blob_max_bytes = blob_max_bytes
         self.events_maxlen = events_maxlen
         self.job_ttl_s = job_ttl_s
+        self.blob_budget_bytes = blob_budget_bytes  # past it new work is refused (jobs/blobs.py)
+        self.result_keep_s = result_keep_s  # how long reusable images are kept once consumed
         self.scripts = Scripts.register(redis)
         self._lanes_with_group: set[str] = set()
 
@@ -48,4 +52,6 @@ class QueueBase:
             blob_max_bytes=settings.blob_max_bytes,
             events_maxlen=settings.events_maxlen,
             job_ttl_s=settings.job_ttl_s,
+            blob_budget_bytes=settings.blob_budget_bytes,
+            result_keep_s=settings.result_keep_s,
         )

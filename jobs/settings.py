@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     events_maxlen: int = Field(100_000, ge=100, description="Approximate length the events stream is trimmed to.")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve Prometheus metrics on this port (`/metrics`, all interfaces). Unset: off. Bot and worker each serve their own: give each process its own value (README: Metrics).")
     job_ttl_s: int = Field(7 * 86400, ge=60, description="How long a finished job's status stays queryable.")
+    blob_budget_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024, description="Bytes of stored images (uploads, previews, results) past which new work is refused with a 'try again in a few minutes'; running jobs still deliver. Keep it well under Redis's maxmemory.")
+    result_keep_s: int = Field(3600, ge=10, description="How long a delivered picture (its PNG and pick-a-frame frames) and a finished job's input images stay stored for the buttons that reuse them (Re-roll, Refine, find similar); the timelapse GIF and previews are deleted once posted.")
+    redis_maxmemory: str = Field("1gb", pattern=r"^(|[0-9]+(b|kb|mb|gb)?)$", description="`maxmemory` of the embedded Redis (policy noeviction); empty: no limit. docker-compose.yml's Redis reads it too (default there `2gb`).")
 
     # --- worker (CLIPBOT_*)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device for the engines: auto picks CUDA when available.")
@@ -151,6 +154,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, le=256, description="Torch (and BLAS) threads per worker; 0 = torch's default (one per core). Use 1 when the cores are shared with other busy processes: small ops slow down 3-30x when their threads wait for a preempted partner.")
     vqgan_allow_pickle: bool = Field(False, description="Allow a full (unsafe) unpickling of the VQGAN checkpoint when the safe loader refuses it. Only for trusted local files (`--vqgan-allow-pickle`).")
     shutdown_grace_s: float = Field(20.0, ge=0, description="On SIGTERM, how long a worker lets running jobs finish before releasing them to other workers.")
+    parent_pid: int | None = Field(None, ge=1, description="Set by `python -m bot` for its local worker: the worker stops (gracefully) once this process is gone.")
     models_dir: Path = Field(Path("models"), description="Where `python -m worker models fetch` puts catalogue models, and where CLIP_MODEL / VQGAN_MODEL names are looked up.")
     model_mirror: str | None = Field(None, description="Base URL tried first for every catalogue file, as `<url>/<model name>/<file name>` (the models folder's layout): your own copies.")
     gpu_memory_fraction: float = Field(0.9, gt=0, le=1, description="Share of the GPU's memory the imagine engine plans its batches to stay within.")

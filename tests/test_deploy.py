@@ -31,6 +31,8 @@ def test_compose_services_and_redis_persistence(compose):
     assert redis["image"].startswith("redis:7")
     cmd = " ".join(redis["command"])
     assert "--appendonly yes" in cmd
+    # a memory limit, and no eviction: job data must never be evicted (the blob budget refuses work first)
+    assert "--maxmemory-policy noeviction" in cmd and "--maxmemory ${CLIPBOT_REDIS_MAXMEMORY:-2gb}" in cmd
     assert any(v.split(":")[1] == "/data" for v in redis["volumes"])
     assert "redis-data" in compose["volumes"]
 

@@ -55,3 +55,11 @@ def test_second_process_joins_running_embedded_server(tmp_path):
         second.stop()  # a no-op for the non-owner
         assert first.alive()
     assert not first.alive()
+
+
+def test_embedded_redis_has_a_memory_limit_without_eviction(tmp_path):
+    with RedisServer(tmp_path, maxmemory="64mb") as srv:
+        r = redis.Redis.from_url(srv.url)
+        assert r.config_get("maxmemory")["maxmemory"] == str(64 * 1024 * 1024)
+        assert r.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        r.close()

@@ -212,9 +212,18 @@ def run_queue_worker(args, settings) -> int:
             loop.add_signal_handler(sig, worker.request_stop)
         log.info("worker %s serving %s on %s (lanes: %s)", worker.id, ", ".join(sorted(setup.handlers)) or "imagine",
                  url, ", ".join(setup.lanes()))
+        watchdog = None
+        if settings.parent_pid:  # a bot's local worker: never outlive the bot
+            from jobs.processes import watch_parent
+
+            watchdog = asyncio.create_task(watch_parent(
+                settings.parent_pid, lambda: worker.stopping.is_set() or worker.request_stop(),
+                give_up_s=settings.shutdown_grace_s + 5))
         try:
             await worker.run()
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             await queue.redis.aclose()
 
     try:

@@ -46,6 +46,7 @@ class RedisJobContext:
         self.lost = False  # another worker took the job over: stop, publish nothing
         self._last_progress = float("-inf")
         self._last_cancel_check = float("-inf")
+        self.preview: str | None = None  # the newest preview's blob: the one before it is deleted
 
     def _call(self, coro):
         try:
@@ -64,10 +65,17 @@ class RedisJobContext:
             return  # cheap to call every step: most calls send nothing
         self._last_progress = now
         try:
-            preview = self._call(self.queue.put_blob(preview_png)) if preview_png else None
+            # a preview lives until it is shown or superseded (deleted below), at most result_keep_s
+            preview = self._call(self.queue.put_blob(preview_png, self.queue.result_keep_s)) if preview_png else None
             ev = Progress(job_id=self.job.id, seq=0, step=step, total=total, loss=loss, preview=preview)
             if self._call(self.queue.publish(self.claim, ev)) is None:
                 self.lost = True
+            if preview is not None:
+                if self.lost:
+                    stale = preview  # published for nobody
+                else:
+                    stale, self.preview = self.preview, preview
+                self._call(self.queue.delete_blobs(stale))
         except BlobTooLarge as e:
             log.warning("job %s: preview dropped: %s", self.job.id, e)
         except REDIS_DOWN as e:  # progress is best effort; the final event is retried

@@ -280,6 +280,15 @@ class Worker:
         else:
             self.jobs_done += 1
             self.metrics.ended(claim, ev.type)
+            await self._release_blobs(claim, ctx)
+
+    async def _release_blobs(self, claim: Claim, ctx: RedisJobContext) -> None:
+        """The job ended: its last preview is superseded by the result, its inputs are consumed."""
+        try:
+            await self.queue.delete_blobs(ctx.preview)
+            await self.queue.release_inputs(claim.job)
+        except REDIS_DOWN as e:  # they expire with their TTL anyway
+            log.warning("job %s: blobs not released (%s)", claim.job.id, e)
 
     # ------------------------------------------------------------------ heartbeat
 

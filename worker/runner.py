@@ -171,6 +171,7 @@ class RedisRunner:
                         if data is None:
                             raise JobError(f"result {name} expired before it could be fetched")
                         blobs[name] = data
+                    await q.delete_blobs(*ev.blobs.values())  # fetched: this command was their only reader
                     return Outcome(data=ev.data, blobs=blobs)
                 if isinstance(ev, Failed):
                     raise JobError(ev.reason)

@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from jobs.blobs import reused_inputs
 from jobs.schemas import ImagineJob, Origin
 
 from bot.app import ClipBot
@@ -152,6 +153,10 @@ class Imagine(commands.Cog, name=COG_NAME):
             await self.bot.refuse(interaction, "I no longer remember the options of this generation; run /imagine again.")
             return
         old: ImagineJob = record.job  # type: ignore[assignment]
+        if not await self.bot.queue.blobs_exist(*reused_inputs(old)):
+            await self.bot.refuse(interaction, "The image this generation started from is no longer stored; "
+                                               "run /imagine again with it.")
+            return
         fields = old.model_dump(exclude={"id", "created", "origin", "user", "seed", "channel"})
         await self.start(interaction, fields, reroll_of=job_id)
 

@@ -21,6 +21,7 @@ import discord
 from jobs.schemas import (Event, Failed, FINAL_EVENTS, GalleryItem, IndexJob, Origin, Progress, Result, Started,
                           safety_of)
 from jobs.client import cancel_by
+from jobs.remix import pictures
 
 from bot import render
 from bot.app import ClipBot
@@ -165,6 +166,8 @@ class ImagineMessages(Renderer):
             log.info("progress message of %s is gone", job_id)
             await self.bot.records.update(job_id, message_id=None)
             raise
+        if "attachments" in changes:
+            await self.bot.queue.delete_blobs(frame.preview)  # shown: Discord holds it now
 
     # ------------------------------------------------------------------ the end: render, post, follow up
 
@@ -175,6 +178,8 @@ class ImagineMessages(Renderer):
             await self._follow_up(job_id, record, event, msg, post.flagged)
         elif isinstance(event, Failed) and _init_checked(record):
             await tell_privately(self.bot, record, f"Your generation failed: {event.reason}")
+        if isinstance(event, Result):
+            await self._release_result(event, posted=msg is not None)
         entry = await self.entry_of(job_id, record)
         if entry is None:
             return
@@ -184,6 +189,19 @@ class ImagineMessages(Renderer):
         elif await self.contests.withdraw_entry(entry.contest.id, job_id):
             log.info("contest %s: entry #%d (%s) withdrawn (%s)", entry.contest.id, entry.number, job_id,
                      type(event).__name__)
+
+    async def _release_result(self, event: Result, posted: bool) -> None:
+        """Posted: Discord holds the files. Keep what buttons reuse (the pictures, for Refine and the
+        gallery index job; the frames, for pick-a-frame) for result_keep_s; delete the rest (the GIF)."""
+        reused: set[str] = set()
+        if posted:
+            try:
+                for p in pictures(event):
+                    reused.update([p["png"], *(f["key"] for f in p["frames"])])
+            except (KeyError, TypeError):  # a result without the listing: its picture is "png"
+                reused.update(k for name, k in event.blobs.items() if name == "png")
+        await self.bot.queue.delete_blobs(*(k for k in event.blobs.values() if k not in reused))
+        await self.bot.queue.keep_blobs(*reused, keep_s=self.bot.settings.result_keep_s)
 
     async def _final_post(self, job_id: str, record: JobRecord, event: Event) -> FinalPost:
         job = record.job
