@@ -212,7 +212,8 @@ def imagine_report(clip_dir: str | Path, vqgan_dir: str | Path, seed: int = 1234
     class_txt = text_embeddings(model, processor, [c[0] for c in classes])
     # The worker's batched engine, 4 jobs at a time (on a CPU each job's picture is bit-identical to
     # its solo run, so batching only saves time). steps=0 keeps the engine's default.
-    config = (config or ImagineConfig()).model_copy(update={"batch_size": 4})
+    # a measurement, not a member's job: no time budget, so a busy machine slows the panel but cannot cut it short
+    config = (config or ImagineConfig()).model_copy(update={"batch_size": 4, "time_budget_s": math.inf})
     engine = ImagineEngine(engine_clip, vq, config)
     pending = [
         {"id": f"eval-{i}", "prompt": f"{S.article(c)} {c} {sh}", "seed": seed + i, "steps": steps or config.steps}
