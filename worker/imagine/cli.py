@@ -10,6 +10,7 @@ from pathlib import Path
 from jobs.schemas import ImagePrompt
 from worker.api import JobError
 from worker.imagine.engine import as_job
+from worker.imagine.vocabulary import note_for
 from jobs.validation.prompts import parse_prompts
 
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*(?:[x×X*,]\s*(\d{1,5}))?\s*$")
@@ -57,6 +58,18 @@ def _read(path: str, what: str) -> bytes:
         raise JobError(f"Cannot read the {what} {path}: {e.strerror or e}.") from None
 
 
+def subject_note(args, outcome) -> str | None:
+    """The worker's note on the prompt (`data["note"]`); run locally, the note for the local CLIP."""
+    if outcome.data.get("note") or getattr(args, "redis", None):
+        return outcome.data.get("note")
+    clip_model = getattr(args, "clip_model", None)
+    if clip_model is None:
+        from jobs.settings import load_settings
+
+        clip_model = load_settings().clip_model
+    return note_for(args.prompt, clip_model)
+
+
 def imagine_main(args, runner) -> int:
     parse_prompts(args.prompt)  # fail fast, before any model loads or upload
     if args.init_weight and not args.init_image:
@@ -84,11 +97,12 @@ def imagine_main(args, runner) -> int:
     d = outcome.data
     report = {"out": str(out), "gif": str(gif_out) if gif_out else None, "steps": d["steps"],
               "seconds": d["seconds"], "clip_score": d["clip_score"], "seed": d["seed"],
-              "width": d["width"], "height": d["height"], "prompt": d["prompt"], "model": d["model"]}
+              "width": d["width"], "height": d["height"], "prompt": d["prompt"], "model": d["model"],
+              "note": subject_note(args, outcome)}
     if args.json:
         print(json.dumps(report))
     else:
-        for key in ("out", "gif", "prompt", "seed", "steps", "width", "height", "seconds", "clip_score", "model"):
+        for key in ("out", "gif", "prompt", "seed", "steps", "width", "height", "seconds", "clip_score", "model", "note"):
             if report[key] is not None:
                 print(f"{key:<11} {report[key]}")
     sys.stdout.flush()
