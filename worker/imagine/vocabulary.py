@@ -26,7 +26,7 @@ FUNCTION_WORDS = frozenset(
 NOTE = (
     "The demo models only know colours and shapes (e.g. \"a red star on a blue background\"); none of the words "
     "of this prompt, so the picture will not show it. For other subjects, point CLIP_MODEL, VQGAN_CONFIG and "
-    "VQGAN_CHECKPOINT at real models (README, \"Real models\")."
+    "VQGAN_CHECKPOINT at real models (README, \"Models\")."
 )
 DEMO_VOCAB_MAX = 5000  # tokens; the shipped CLIP has 610, OpenAI's 49,408
 _WORD = re.compile(r"[^\W\d_]+")
