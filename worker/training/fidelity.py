@@ -66,10 +66,11 @@ def paint(clip_dir: str | Path, vqgan_dir: str | Path, jobs: list[dict], config=
             yield by_id[job.id], Image.open(io.BytesIO(out.blobs["png"])).convert("RGB")
 
 
-def panel_jobs(panels: tuple[str, ...] = tuple(PANELS), seeds: tuple[int, ...] = (12345, 12346)) -> list[dict]:
+def panel_jobs(panels: tuple[str, ...] = tuple(PANELS), seeds: tuple[int, ...] = (12345, 12346),
+               per_panel: int | None = None) -> list[dict]:
     jobs = []
     for name in panels:
-        for i, case in enumerate(PANELS[name]):
+        for i, case in enumerate(PANELS[name][:per_panel]):
             for seed in seeds:
                 jobs.append({"id": f"{name}-{i:02d}-{seed}", "panel": name, "case": case, "prompt": prompt_of(case), "seed": seed + 97 * i})
     return jobs
@@ -138,10 +139,12 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def fidelity_report(clip_dir: str | Path, vqgan_dir: str | Path, seed: int = 12345, panels: tuple[str, ...] = tuple(PANELS),
-                    config=None, log: Callable[[str], None] = print, save_dir: Path | None = None) -> dict:
-    """Paint the panels with two seeds (seed, seed + 1) and judge every picture."""
+                    config=None, log: Callable[[str], None] = print, save_dir: Path | None = None,
+                    per_panel: int | None = None) -> dict:
+    """Paint the panels (the first `per_panel` prompts of each; all by default) with two seeds
+    (seed, seed + 1) and judge every picture."""
     model = J.load_judge()
-    jobs = panel_jobs(panels, (seed, seed + 1))
+    jobs = panel_jobs(panels, (seed, seed + 1), per_panel)
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
     rows, t0 = [], time.time()
