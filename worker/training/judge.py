@@ -8,7 +8,7 @@ resolution, blur, JPEG, noise). Besides the four shapes it knows a fifth class, 
 lumps and stretched ovals, what a picture that failed to draw a shape looks like, so a blob is not
 forced into the nearest shape.
 
-`python -m worker.training judge` retrains it (deterministic, ~2 minutes on one core) and writes
+`python -m worker.training judge` retrains it (deterministic on one thread) and writes
 `judge.safetensors` next to this file; `load_judge()` reads it.
 """
 from __future__ import annotations
