@@ -212,6 +212,8 @@ class ImagineMessages(Renderer):
             status = "✅ done" + (f" · CLIP score {score:.3f}" if isinstance(score, (int, float)) else "")
             content = await self.caption(job_id, record, status, seed=data.get("seed", job.seed),
                                          steps=data.get("steps", job.steps), size=size)
+            if isinstance(note := data.get("note"), str):  # the worker's word on the prompt (the demo models)
+                content += "\n-# " + note[:400]
             flagged = _flagged(job_id, data)
             if flagged:
                 content += FLAGGED_NOTE

@@ -63,9 +63,6 @@ def _read(path: str, what: str) -> bytes:
         raise JobError(f"Cannot read the {what} {path}: {e.strerror or e}.") from None
 
 
-def _named(path: Path, index: int) -> Path:
-    """Where picture `index` of a variations job goes: FILE.png, FILE-2.png, ..."""
-    return path if index == 1 else path.with_name(f"{path.stem}-{index}{path.suffix}")
 
 
 def imagine_main(args, runner) -> int:
@@ -106,7 +103,8 @@ def imagine_main(args, runner) -> int:
         raise JobError(f"Cannot write the picture: {e}.") from None
     report = {"out": str(out), "gif": str(gif_out) if gif_out else None, "steps": d["steps"],
               "seconds": d["seconds"], "clip_score": d["clip_score"], "seed": d["seed"],
-              "width": d["width"], "height": d["height"], "prompt": d["prompt"], "model": d["model"]}
+              "width": d["width"], "height": d["height"], "prompt": d["prompt"], "model": d["model"],
+              "note": d.get("note")}
     if grid_out is not None:
         report["grid"] = str(grid_out)
         report["pictures"] = [{"out": str(_named(out, p["index"])), "seed": p["seed"], "clip_score": p["clip_score"]}
@@ -115,7 +113,7 @@ def imagine_main(args, runner) -> int:
         print(json.dumps(report))
     else:
         for key in ("out", "gif", "prompt", "seed", "steps", "width", "height", "seconds", "clip_score", "model",
-                    "grid"):
+                    "grid", "note"):
             if report.get(key) is not None:
                 print(f"{key:<11} {report[key]}")
         for p in report.get("pictures", [])[1:]:

@@ -52,6 +52,7 @@ from worker.imagine import media
 from worker.imagine.maths import clamp_with_grad, cutouts, spherical_distance
 from worker.imagine.memory import MemoryPlanner, run_in_parts
 from worker.imagine.frames import FrameKeeper
+from worker.imagine.vocabulary import note_for
 from worker.imagine.vqgan import VQGAN
 
 
@@ -387,6 +388,8 @@ class ImagineEngine:
         }
         if r.job.parent is not None:
             data.update(parent=r.job.parent, parent_index=r.job.parent_index)
+        if note := note_for(r.prompt_text, self.clip.name):  # the demo CLIP knows no word of the prompt
+            data["note"] = note
         data["frames"], frames = r.keeper.encode(text, cfg.frames_max_bytes)
         return Outcome(data=data, blobs={"png": png, "gif": gif, **frames})
 

@@ -1,9 +1,10 @@
-"""python -m worker.training clip|vqgan|all|eval [--json] [--out DIR] [--minutes M] [--steps N] [--threads T]
+"""python -m worker.training clip|vqgan|all|eval|judge [--json] [--out DIR] [--minutes M] [--steps N] [--threads T]
 
 clip / vqgan / all train from scratch (deterministic seeds; with --minutes the schedule also follows
 the clock, so the step count can differ between machines) and write the shipped-model folders.
 all (= make models) runs `clip` and `vqgan --staged` side by side, one thread each, in one budget.
 eval measures the shipped (or --clip-dir / --vqgan-dir) models on freshly drawn held-out data.
+judge retrains the independent judge of generated pictures (judge.py; never part of `all`).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _log(quiet: bool):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m worker.training", description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["clip", "vqgan", "all", "eval"])
+    ap.add_argument("command", choices=["clip", "vqgan", "all", "eval", "judge"])
     ap.add_argument("--staged", action="store_true", help="vqgan: the two-stage recipe of `all` (crops, then whole images)")
     ap.add_argument("--out", type=Path, default=MODELS, help="folder that receives clip-shapes/ and vqgan-shapes/")
     ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget per model (all: in total, default 40)")
@@ -86,6 +87,10 @@ def _run(args, log) -> dict:
             cfg = VqganTrainConfig()
             _override(cfg, args)
             result["vqgan"] = train_vqgan(out, cfg, log=log, resume=out if args.resume else None)
+    if args.command == "judge":
+        from worker.training.judge import train_judge
+
+        result["judge"] = train_judge(log=log)[1]
     if args.command == "eval":
         from worker.training.evaluate import evaluate_all
 

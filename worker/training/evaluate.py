@@ -20,6 +20,8 @@ from transformers import CLIPModel, CLIPProcessor
 from worker.training import foreign
 from worker.training import shapes as S
 from worker.training.data import caption_fits, scene_truth
+from worker.training.fidelity import fidelity_report
+from worker.training.judge import judge_report, load_judge
 from worker.vqgan_compat import import_vqmodel
 
 ZERO_SHOT_TEMPLATE = "a {c} {s}"
@@ -263,6 +265,8 @@ def evaluate_all(clip_dir: Path, vqgan_dir: Path, n: int = 500, seed: int = 1234
     log(f"eval: vqgan done in {time.time() - t:.0f}s")
     if imagine:
         result["imagine"] = imagine_report(clip_dir, vqgan_dir, seed, log=log)
+        result["judge"] = judge_report(load_judge())
+        result["fidelity"] = fidelity_report(clip_dir, vqgan_dir, seed, log=log)
     result["bars"] = bars(result)
     return result
 
@@ -273,6 +277,8 @@ BARS = {
     ("vqgan", "psnr_db"): 26.0,
     ("imagine", "dominant_colour_rate"): 0.80,
     ("imagine", "clip_top1_rate"): 0.80,
+    # Judged by judge.py (foreign renderer only), 32 prompts x 2 seeds.
+    ("fidelity", "singles", "both_rate"): 0.85,
 }
 
 
