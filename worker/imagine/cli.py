@@ -63,6 +63,9 @@ def _read(path: str, what: str) -> bytes:
         raise JobError(f"Cannot read the {what} {path}: {e.strerror or e}.") from None
 
 
+def _named(path: Path, index: int) -> Path:
+    """Where picture `index` of a variations job goes: FILE.png, FILE-2.png, ..."""
+    return path if index == 1 else path.with_name(f"{path.stem}-{index}{path.suffix}")
 
 
 def imagine_main(args, runner) -> int:
