@@ -302,12 +302,18 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", payload)
         return inter
 
-    async def slash(self, name: str, user: FakeUser, channel: int | None = None, **options: Any) -> Interaction:
-        """Run /name with options. Attachment options take the dict returned by `upload`."""
+    async def slash(self, name: str, user: FakeUser, /, channel: int | None = None, **options: Any) -> Interaction:
+        """Run /name with options ("group sub" runs a subcommand). Attachment options take the dict
+        returned by `upload`."""
+        name, _, sub = name.partition(" ")
         cmd = self.commands.get(name)
         if cmd is None or cmd.get("type", 1) != 1:
             raise AssertionError(f"/{name} is not registered; registered: {sorted(self.commands)}")
         known = {o["name"]: o for o in cmd.get("options", [])}
+        if sub:
+            if known.get(sub, {}).get("type") != 1:
+                raise AssertionError(f"/{name} has no subcommand {sub!r}; it has {sorted(known)}")
+            known = {o["name"]: o for o in known[sub].get("options", [])}
         opts, resolved = [], {}
         for key, value in options.items():
             if key not in known:
@@ -324,6 +330,8 @@ class FakeDiscord:
             if o.get("required") and o["name"] not in options:
                 raise AssertionError(f"/{name} requires option {o['name']!r}")
         payload, iid, token = self._interaction_base(2, user, channel)
+        if sub:
+            opts = [{"name": sub, "type": 1, "options": opts}]
         payload["data"] = {"id": cmd["id"], "name": name, "type": 1, "options": opts, "resolved": resolved,
                            "guild_id": str(self.guild_id)}
         return await self._send_interaction(payload, iid, token)
@@ -341,6 +349,13 @@ class FakeDiscord:
         payload, iid, token = self._interaction_base(3, user, int(message["channel_id"]))
         payload["message"] = message
         payload["data"] = {"custom_id": custom_id, "component_type": 2}
+        return await self._send_interaction(payload, iid, token)
+
+    async def select(self, message: dict, custom_id: str, values: list[str], user: FakeUser) -> Interaction:
+        """Pick `values` in the select menu `custom_id` of a message (a component interaction)."""
+        payload, iid, token = self._interaction_base(3, user, int(message["channel_id"]))
+        payload["message"] = message
+        payload["data"] = {"custom_id": custom_id, "component_type": 3, "values": values}
         return await self._send_interaction(payload, iid, token)
 
     async def react(self, message: dict, user: FakeUser, emoji: str, add: bool = True) -> None:

@@ -74,7 +74,9 @@ async def test_imagine_progress_edits_throttled_then_final_post(harness, worker)
     assert sorted(f.filename for f in final.files) == ["imagine.png", "timelapse.gif"]
     assert "a blue star" in final.json["content"] and "`7`" in final.json["content"] and "steps `12`" in final.json["content"]
     stored = fake.messages[int(mid)]
-    assert components_custom_ids(stored) == [f"clipbot:reroll:{worker.seen[0].id}"]
+    job_id = worker.seen[0].id
+    assert components_custom_ids(stored) == [f"clipbot:reroll:{job_id}", f"clipbot:refine:{job_id}",
+                                             f"clipbot:similar:{job_id}", f"clipbot:frame:{job_id}"]
     await fake.wait_for(lambda: fake.bot_reactions(mid) == ["👍", "👎"])
     assert worker.seen[0].seed == 7 and worker.seen[0].steps == 12
     # the generation is added to the server gallery

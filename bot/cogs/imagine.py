@@ -13,12 +13,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from jobs.schemas import ImagineJob, Origin
+from jobs.schemas import MAX_COUNT, ImagineJob, Origin
 
 from bot.app import ClipBot
 from bot.cogs._attachments import fetch_image, precheck
 from bot.imagine.buttons import COG_NAME, CancelButton, RerollButton
 from bot.imagine.messages import ImagineMessages
+from bot.imagine.store import Link, lineage_note
 from bot.limits import Refused, check_prompt, parse_size
 
 MAX_SEED = 2**53 - 1  # Discord integers stop at 2**53
@@ -44,19 +45,22 @@ class Imagine(commands.Cog, name=COG_NAME):
     @app_commands.command(name="imagine", description="Generate an image from text with VQGAN+CLIP")
     @app_commands.describe(prompt="What to draw; weight parts with |, e.g. a red circle | a blue star:0.5",
                            size="WIDTHxHEIGHT, e.g. 256x256", steps="Optimisation steps (more: slower, finer)",
-                           seed="Random seed, to repeat a result", init_image="Start from this image instead of noise")
+                           seed="Random seed, to repeat a result", init_image="Start from this image instead of noise",
+                           count="How many variations (seeds) of the prompt, made together (1-4)")
     @app_commands.guild_only()
     async def imagine(self, interaction: discord.Interaction, prompt: str, size: str | None = None,
                       steps: app_commands.Range[int, 1, 1000] | None = None,
                       seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
-                      init_image: discord.Attachment | None = None) -> None:
+                      init_image: discord.Attachment | None = None,
+                      count: app_commands.Range[int, 1, MAX_COUNT] = 1) -> None:
         bot, settings = self.bot, self.bot.settings
         try:
             problem = check_prompt(prompt)
             if problem:
                 raise Refused(problem)
             width, height = parse_size(size)
-            fields = {"prompt": prompt.strip(), "width": width, "height": height, "steps": steps or 0, "seed": seed}
+            fields = {"prompt": prompt.strip(), "width": width, "height": height, "steps": steps or 0, "seed": seed,
+                      "count": count}
             if init_image is not None:
                 await bot.admit(interaction, prompt)  # refuse cheaply before downloading anything
                 precheck(init_image, settings)
@@ -69,8 +73,10 @@ class Imagine(commands.Cog, name=COG_NAME):
             return
         await self.start(interaction, fields)
 
-    async def start(self, interaction: discord.Interaction, fields: dict, reroll_of: str | None = None) -> None:
-        """Admission, queueing, the position answer and the progress message; shared by /imagine and Re-roll."""
+    async def start(self, interaction: discord.Interaction, fields: dict, reroll_of: str | None = None,
+                    parent: Link | None = None) -> None:
+        """Admission, queueing, the position answer and the progress message; shared by /imagine, Re-roll
+        and Refine. `parent`: the generation this one comes from (its `job` is filled in here)."""
         bot = self.bot
         try:
             cfg = await bot.admit(interaction, fields["prompt"])
@@ -78,6 +84,8 @@ class Imagine(commands.Cog, name=COG_NAME):
                              origin=Origin(source="discord", interaction_token=interaction.token, reroll_of=reroll_of),
                              **{**fields, "guild": interaction.guild_id})
             position = await bot.submit(job, cfg, f"imagine {job.prompt[:40]}", interaction)
+            if parent is not None:
+                await self._record_lineage(job.id, parent)
             text = (f"Queued **{job.prompt}** (seed `{job.seed}`): position {position + 1} in the queue. "
                     "Progress will appear in this channel.")
             # the acknowledgement is private: the channel gets exactly one message per generation
@@ -104,7 +112,15 @@ class Imagine(commands.Cog, name=COG_NAME):
             return
         old: ImagineJob = record.job  # type: ignore[assignment]
         fields = old.model_dump(exclude={"id", "created", "origin", "user", "seed", "channel"})
-        await self.start(interaction, fields, reroll_of=job_id)
+        await self.start(interaction, fields, reroll_of=job_id, parent=Link("", job_id, "reroll"))
+
+    async def _record_lineage(self, job_id: str, parent: Link) -> None:
+        """Remember where the new generation came from and say so under its caption."""
+        bot = self.bot
+        await bot.generations.link(Link(job_id, parent.parent, parent.how, parent.index))
+        parent_record = await bot.records.get(parent.parent)
+        if parent_record is not None:
+            await bot.records.update(job_id, note=lineage_note(parent_record, parent.how, parent.index))
 
 
 async def setup(bot: ClipBot) -> None:

@@ -8,6 +8,7 @@ import discord
 from discord.ext import commands
 
 from bot.app import ClipBot
+from bot.imagine.lineage import lineage_line
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ class Votes(commands.Cog):
         embed = discord.Embed(title="🏆 Hall of fame",
                               description=f"**{gen.prompt}** by <@{gen.user}>\n[original]({gen.link})")
         embed.add_field(name="votes", value=f"{gen.up}👍 {gen.down}👎")
+        lineage = await lineage_line(self.bot, job_id)
+        if lineage:
+            embed.add_field(name="lineage", value=lineage[:1024], inline=False)
         if gen.image_url:
             embed.set_image(url=gen.image_url)
         try:

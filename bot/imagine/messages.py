@@ -20,11 +20,13 @@ import discord
 
 from jobs.schemas import Event, Failed, FINAL_EVENTS, GalleryItem, IndexJob, Origin, Progress, Result, Started
 from jobs.client import cancel_by
+from jobs.remix import pictures
 
 from bot import render
 from bot.app import ClipBot
 from bot.dispatcher import Renderer
-from bot.imagine.buttons import final_view, progress_view
+from bot.imagine.buttons import progress_view
+from bot.imagine.final import result_files, result_view
 from bot.jobstore import JobRecord
 from bot.progress import LatestFrameEditor
 from bot.votes import Generation
@@ -95,7 +97,7 @@ class ImagineMessages(Renderer):
                 return record
             job = record.job
             channel = self.bot.get_partial_messageable(record.channel, guild_id=record.guild)
-            msg = await channel.send(render.imagine_caption(job.prompt, record.user, seed=job.seed, status=status),
+            msg = await channel.send(caption(record, seed=job.seed, status=status),
                                      view=progress_view(job_id), allowed_mentions=discord.AllowedMentions.none())
             return await self.bot.records.update(job_id, message_id=msg.id)
 
@@ -115,7 +117,7 @@ class ImagineMessages(Renderer):
             if record is None or record.message_id is None:
                 return
         job = record.job
-        content = render.imagine_caption(job.prompt, record.user, seed=job.seed, status=frame.status)
+        content = caption(record, seed=job.seed, status=frame.status)
         changes: dict = {"content": content}
         if frame.preview:
             png = await self.bot.queue.get_blob(frame.preview)
@@ -132,9 +134,12 @@ class ImagineMessages(Renderer):
     # ------------------------------------------------------------------ the end: render, post, follow up
 
     async def _final(self, job_id: str, record: JobRecord, event: Event) -> None:
+        if isinstance(event, Result):  # Refine, Similar and Pick a frame read its pictures from here
+            await self.bot.generations.put_result(event)
         post = await self._final_post(job_id, record, event)
         msg = await self._post(job_id, record, post)
         if msg is not None and isinstance(event, Result):
+            await self.bot.generations.remember(record.guild, record.user, job_id)
             await self._follow_up(job_id, record, event, msg)
 
     async def _final_post(self, job_id: str, record: JobRecord, event: Event) -> FinalPost:
@@ -144,22 +149,18 @@ class ImagineMessages(Renderer):
             size = data.get("size") or (f"{data['width']}x{data['height']}" if "width" in data else None)
             score = data.get("clip_score")
             status = "✅ done" + (f" · CLIP score {score:.3f}" if isinstance(score, (int, float)) else "")
-            content = render.imagine_caption(job.prompt, record.user, seed=data.get("seed", job.seed),
-                                             steps=data.get("steps", job.steps), size=size, status=status)
-            files = []
-            for blob, filename in (("png", "imagine.png"), ("gif", "timelapse.gif")):
-                key = event.blobs.get(blob)
-                payload = await self.bot.queue.get_blob(key) if key else None
-                if payload:
-                    files.append(discord.File(io.BytesIO(payload), filename=filename))
-            return FinalPost(content, files, final_view(job_id))
+            if data.get("count", 1) > 1:
+                status += f" · {data['count']} variations (seeds from `{data.get('seed', job.seed)}`)"
+            content = caption(record, seed=data.get("seed", job.seed), steps=data.get("steps", job.steps),
+                              size=size, status=status)
+            return FinalPost(content, await result_files(self.bot.queue, event), result_view(job_id, event))
         if isinstance(event, Failed):
             status = f"❌ failed: {event.reason}"
         else:
             # the cancel flag holds the id as text; the event's number can be rounded by Redis' Lua (a double)
             by_id = cancel_by(await self.bot.queue.cancel_flag(job_id)) or getattr(event, "by", None)
             status = "🛑 cancelled" + (f" by <@{by_id}>" if by_id else "")
-        return FinalPost(render.imagine_caption(job.prompt, record.user, seed=job.seed, status=status), [])
+        return FinalPost(caption(record, seed=job.seed, status=status), [])
 
     async def _post(self, job_id: str, record: JobRecord, post: FinalPost) -> discord.Message | None:
         """Edit the generation's message into `post`, or send it anew; None when the channel refuses it."""
@@ -197,8 +198,9 @@ class ImagineMessages(Renderer):
                                 post: FinalPost) -> discord.Message:
         """The server's upload limit is below PNG + GIF (413): keep the image, drop the timelapse."""
         log.info("result of %s too large for this server; posting without the GIF", job_id)
-        post.files = post.files[:1]
-        post.files[0].reset()
+        post.files = [file for file in post.files if not file.filename.endswith(".gif")]
+        for file in post.files:
+            file.reset()
         post.content += GIF_TOO_LARGE
         return await message.edit(attachments=post.files, view=post.view or None, content=post.content,
                                   allowed_mentions=discord.AllowedMentions.none())
@@ -221,14 +223,21 @@ class ImagineMessages(Renderer):
 
     async def _add_to_gallery(self, job_id: str, record: JobRecord, event: Result, msg: discord.Message,
                               image_url: str) -> None:
-        key = event.blobs.get("png")
-        if not key:
+        if not event.blobs.get("png"):
             return
-        item = GalleryItem(item_id=f"{msg.id}:0", image=key, author=record.user, caption=record.job.prompt[:2000],
-                           message_link=f"https://discord.com/channels/{record.guild}/{record.channel}/{msg.id}",
-                           thumbnail_url=image_url or None)
-        index = IndexJob(user=0, guild=record.guild, channel=record.channel, add=[item],
+        # picture k is gallery item "<message>:<k-1>" (Similar falls back to it once the blobs expired)
+        items = [GalleryItem(item_id=f"{msg.id}:{p['index'] - 1}", image=p["png"], author=record.user,
+                             caption=record.job.prompt[:2000], thumbnail_url=image_url or None,
+                             message_link=f"https://discord.com/channels/{record.guild}/{record.channel}/{msg.id}")
+                 for p in pictures(event)]
+        index = IndexJob(user=0, guild=record.guild, channel=record.channel, add=items,
                          origin=Origin(source="discord"))
         submitted = await self.bot.queue.submit(index, user_limit=1_000_000)  # the bot's own job: no user cap
         if not submitted.accepted:
             log.warning("gallery index for %s refused: %s", job_id, submitted.reason)
+
+
+def caption(record: JobRecord, **meta) -> str:
+    """The generation's caption; a refine's or re-roll's says where it came from (`record.note`)."""
+    text = render.imagine_caption(record.job.prompt, record.user, **meta)
+    return f"{text}\n{record.note}" if record.note else text
