@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 COGS = ("bot.cogs.classify", "bot.cogs.find", "bot.cogs.imagine", "bot.cogs.queue", "bot.cogs.top",
         "bot.cogs.gallery", "bot.cogs.config", "bot.cogs.votes",
-        "bot.cogs.similar", "bot.cogs.remix", "bot.cogs.labels", "bot.cogs.history")
+        "bot.cogs.similar", "bot.cogs.remix", "bot.cogs.labels", "bot.cogs.history",
+        "bot.cogs.waiting")
 
 
 def point_discord_at(api_base: str | None, gateway_url: str | None) -> None:

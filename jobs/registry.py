@@ -20,6 +20,14 @@ class WorkerInfo:
     current: list[str] = field(default_factory=list)  # job ids being worked on
     started: float = field(default_factory=time.time)
     seen: float = field(default_factory=time.time)
+    # measured seconds per step of one picture, per requested size (`size_key`), at the worker's
+    # usual load (jobs running together share the time): the bot's queue ETAs
+    step_s: dict[str, float] = field(default_factory=dict)
+
+
+def size_key(width: int, height: int) -> str:
+    """How `WorkerInfo.step_s` names an imagine job's size: as requested ("0x0": the worker's default)."""
+    return f"{width}x{height}"
 
 
 class WorkerRegistry(QueueBase):

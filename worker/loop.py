@@ -33,6 +33,7 @@ from jobs.schemas import Cancelled, Failed, Result
 from worker.api import JobCancelled, JobError, Outcome
 from worker.context import RedisJobContext
 from worker.setup import BatchEngine, WorkerSetup
+from worker.step_rates import StepRates
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self.hard_stop = threading.Event()  # read by engine threads through ctx.cancelled()
         self.started = time.time()
+        self.step_rates = StepRates()
         self.jobs_done = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reclaim_every = max(queue.visibility_timeout_s / 2, 0.2)
@@ -250,7 +252,7 @@ class Worker:
         info = WorkerInfo(
             id=self.id, host=socket.gethostname(), pid=os.getpid(), models=list(self.setup.models),
             device=self.setup.device, lanes=self.setup.lanes(), current=list(self.running),
-            started=self.started,
+            started=self.started, step_s=self.step_rates.observe(r.ctx for r in self.running.values()),
         )
         await self.queue.register_worker(info, ttl_s=max(3 * self.heartbeat_s, 2.0))
 
