@@ -250,3 +250,25 @@ async def test_history_lists_the_members_generations_privately(harness, worker):
     inter = await fake.slash("history", bob)
     cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
     assert "no finished generations" in cb.json["data"]["content"]
+
+
+async def test_hall_of_fame_shows_the_lineage(harness, worker):
+    await harness.start_bot()
+    fake = harness.fake
+    admin = fake.user("admin", PERM_VIEW_SEND | PERM_MANAGE_GUILD)
+    hof = await fake.create_channel("hall-of-fame")
+    inter = await fake.slash("config", admin, hall_of_fame_channel=hof, hall_of_fame_threshold=1)
+    await fake.wait_call("POST", rf"/interactions/{inter.id}/")
+    ann = fake.user("ann")
+    _, _, msg = await run_imagine(harness, ann, "an orange star")
+    final = await finished(harness, msg, worker)
+    parent = jobs_of(worker, "imagine")[0]
+    await fake.click(final, f"clipbot:refine:{parent.id}", ann)
+    child_msg = await fake.wait_for(lambda: next((m for m in fake.channel_messages(via="channel")
+                                                  if "refines" in m["content"]), None))
+    await finished(harness, child_msg, worker)
+    await fake.react(child_msg, fake.user("bob"), "👍")
+    post = await fake.wait_call("POST", rf"/channels/{hof}/messages")
+    fields = {f["name"]: f["value"] for f in post.json["embeds"][0]["fields"]}
+    link = f"https://discord.com/channels/{fake.guild_id}/{fake.channel_id}/{msg['id']}"
+    assert fields["lineage"] == f"refines [the parent]({link})"
