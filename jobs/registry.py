@@ -1,6 +1,7 @@
 """The live worker registry: each worker refreshes its entry; one that stops is gone after its TTL."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ def size_key(width: int, height: int) -> str:
     return f"{width}x{height}"
 
 
+_FIELDS = {f.name for f in dataclasses.fields(WorkerInfo)}
+
+
 class WorkerRegistry(QueueBase):
     async def register_worker(self, info: WorkerInfo, ttl_s: float) -> None:
         key = self.keys.worker(info.id)
@@ -53,5 +57,7 @@ class WorkerRegistry(QueueBase):
         for wid in await self.redis.zrange(self.keys.workers, 0, -1):
             h = await self.redis.hgetall(self.keys.worker(as_text(wid)))
             if h:
-                out.append(WorkerInfo(**{as_text(k): json.loads(v) for k, v in h.items()}))
+                fields = {as_text(k): json.loads(v) for k, v in h.items()}
+                # a newer worker may publish fields this process does not know yet (rolling upgrades)
+                out.append(WorkerInfo(**{k: v for k, v in fields.items() if k in _FIELDS}))
         return out

@@ -79,3 +79,10 @@ async def test_queued_messages_show_position_and_eta(harness):
     cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
     assert cb.json["data"]["flags"] & EPHEMERAL
     assert "position 2 · done in about 20 s" in cb.json["data"]["content"]
+
+
+async def test_registry_skips_fields_it_does_not_know(queue):
+    """A newer worker's entry (an extra field) still reads as a WorkerInfo during a rolling upgrade."""
+    await queue.register_worker(WorkerInfo(id="w1", host="h", pid=1), ttl_s=30)
+    await queue.redis.hset(queue.keys.worker("w1"), "future_field", '"x"')
+    assert [w.id for w in await queue.workers()] == ["w1"]
