@@ -23,6 +23,7 @@ from jobs.queue import Queue
 from bot import limits
 from bot.dispatcher import EventDispatcher
 from bot.guild_config import GuildConfig, GuildConfigStore
+from bot.imagine.store import GenerationStore
 from bot.jobstore import JobStore, record_for
 from bot.limits import Cooldowns, Refused
 from bot.metrics import BotMetrics
@@ -36,7 +37,9 @@ from bot.votes import VoteBook
 log = logging.getLogger(__name__)
 
 COGS = ("bot.cogs.classify", "bot.cogs.find", "bot.cogs.imagine", "bot.cogs.queue", "bot.cogs.top",
-        "bot.cogs.gallery", "bot.cogs.config", "bot.cogs.votes", "bot.cogs.contest", "bot.cogs.quota")
+        "bot.cogs.gallery", "bot.cogs.config", "bot.cogs.votes", "bot.cogs.contest", "bot.cogs.quota",
+        "bot.cogs.similar", "bot.cogs.remix", "bot.cogs.labels", "bot.cogs.history",
+        "bot.cogs.waiting")
 
 
 def point_discord_at(api_base: str | None, gateway_url: str | None) -> None:
@@ -67,6 +70,7 @@ class ClipBot(commands.AutoShardedBot):
         self.cooldowns = Cooldowns(redis, prefix)
         self.votes = VoteBook(redis, prefix)
         self.records = JobStore(redis, prefix, settings.job_ttl_s)
+        self.generations = GenerationStore(redis, prefix, settings.job_ttl_s)  # results and lineage
         reader = EventReader(redis, group=self.shard_plan.events_group, consumer=consumer or settings.events_consumer,
                              prefix=prefix, applied_as=APPLIED_AS)
         self.dispatcher = EventDispatcher(reader, self.records, self.wait_until_ready, owns=self.shard_plan.owns)

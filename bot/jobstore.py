@@ -25,6 +25,7 @@ class JobRecord(BaseModel):
     created: float = Field(default_factory=time.time)
     delivered: bool = False
     label: str = ""  # short description for /queue
+    note: str = ""  # imagine: a line under the caption (what a refine or re-roll came from)
 
     @property
     def job(self) -> Job:

@@ -134,3 +134,8 @@ class VoteBook:
                         break
             start += page
         return found
+
+    async def set_image(self, job_id: str, image_url: str) -> None:
+        """The picture shown for a generation changed (its author picked an earlier frame)."""
+        if await self.redis.exists(self._generation_key(job_id)):
+            await self.redis.hset(self._generation_key(job_id), "image_url", image_url)

@@ -1,6 +1,7 @@
 """The live worker registry: each worker refreshes its entry; one that stops is gone after its TTL."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,17 @@ class WorkerInfo:
     max_pixels: int = 0  # largest picture its imagine engine admits; 0 = not declared
     started: float = field(default_factory=time.time)
     seen: float = field(default_factory=time.time)
+    # measured seconds per step of one picture, per requested size (`size_key`), at the worker's
+    # usual load (jobs running together share the time): the bot's queue ETAs
+    step_s: dict[str, float] = field(default_factory=dict)
+
+
+def size_key(width: int, height: int) -> str:
+    """How `WorkerInfo.step_s` names an imagine job's size: as requested ("0x0": the worker's default)."""
+    return f"{width}x{height}"
+
+
+_FIELDS = {f.name for f in dataclasses.fields(WorkerInfo)}
 
 
 class WorkerRegistry(QueueBase):
@@ -46,5 +58,7 @@ class WorkerRegistry(QueueBase):
         for wid in await self.redis.zrange(self.keys.workers, 0, -1):
             h = await self.redis.hgetall(self.keys.worker(as_text(wid)))
             if h:
-                out.append(WorkerInfo(**{as_text(k): json.loads(v) for k, v in h.items()}))
+                fields = {as_text(k): json.loads(v) for k, v in h.items()}
+                # a newer worker may publish fields this process does not know yet (rolling upgrades)
+                out.append(WorkerInfo(**{k: v for k, v in fields.items() if k in _FIELDS}))
         return out

@@ -181,6 +181,7 @@ class Settings(BaseSettings):
     safety_threshold: float = Field(0.5, gt=0, le=1, description="Probability of the likeliest safety label at which an image is flagged (a server's /config overrides it).")
     contest_close_lease_s: float = Field(120.0, ge=5, le=3600, description="How long a bot process that claimed a contest's close may take to post it before another process (or itself after a restart) takes over.")
     refine_steps: int | None = Field(None, ge=1, le=10_000, description="Steps of a Refine (a picture's prompt run again, starting from that picture). Unset: the steps of the job that made it.")
+    queue_update_s: float = Field(15.0, ge=1, le=3600, description="How often the messages of queued generations are updated with their position and estimated wait (never more often than `CLIPBOT_EDIT_INTERVAL_S`).")
 
     @field_validator("engines")
     @classmethod

@@ -152,7 +152,42 @@ class ScriptedWorker:
                 key = await q.put_blob(png_bytes((32, 32), (step * 30 % 256, 80, 160)))
                 await q.publish(d, Progress(job_id=job.id, seq=0, step=step, total=total, preview=key))
                 await asyncio.sleep(self.step_delay)
-            png = await q.put_blob(png_bytes((64, 64), (10, 200, 10)))
-            gif = await q.put_blob(b"GIF89a" + b"\x00" * 32)
-            await q.finish(d, Result(job_id=job.id, seq=0, data={"seed": job.seed, "steps": total, "clip_score": 0.31},
-                                     blobs={"png": png, "gif": gif}))
+            await q.finish(d, await self._imagine_result(job, total))
+
+    async def _imagine_result(self, job, total: int) -> Result:
+        """A Result in the worker's shape: picture i (1-based) is `png` / `png_<i>`, its timelapse `gif` /
+        `gif_<i>`, its kept earlier frames `frame_<j>` / `frame_<j>_<i>` (at steps total//3 and
+        2*total//3, each a PNG of its own colour), a `grid` when count > 1; `data.frames` of picture 1
+        and `data.pictures` as the engine reports them."""
+        q, count = self.queue, job.count
+        blobs: dict[str, str] = {}
+        pictures = []
+        for i in range(1, count + 1):
+            tail = "" if i == 1 else f"_{i}"
+            blobs[f"png{tail}"] = await q.put_blob(png_bytes((64, 64), PICTURE_COLOURS[i - 1]))
+            blobs[f"gif{tail}"] = await q.put_blob(b"GIF89a" + bytes([i]) * 32)
+            frames = []
+            for j, step in enumerate((total // 3, 2 * total // 3), 1):
+                if step <= 0:
+                    continue
+                blobs[f"frame_{j}{tail}"] = await q.put_blob(png_bytes((64, 64), frame_colour(i, step)))
+                frames.append({"step": step, "blob": f"frame_{j}{tail}"})
+            frames.append({"step": total, "blob": f"png{tail}"})
+            pictures.append({"index": i, "seed": (job.seed or 0) + i - 1, "clip_score": 0.31, "loss": 1.0,
+                             "png": f"png{tail}", "gif": f"gif{tail}", "frames": frames})
+        data = {"prompt": job.prompt, "seed": job.seed, "steps": total, "clip_score": 0.31,
+                "width": job.width or 64, "height": job.height or 64, "frames": pictures[0]["frames"]}
+        if job.parent:
+            data.update(parent=job.parent, parent_index=job.parent_index)
+        if count > 1:
+            blobs["grid"] = await q.put_blob(png_bytes((130, 130), (250, 250, 250)))
+            data.update(count=count, grid="grid", pictures=pictures)
+        return Result(job_id=job.id, seq=0, data=data, blobs=blobs)
+
+
+PICTURE_COLOURS = [(10, 200, 10), (200, 10, 10), (10, 10, 200), (200, 200, 10)]
+
+
+def frame_colour(index: int, step: int) -> tuple[int, int, int]:
+    """The colour of picture `index`'s frame at `step` in ScriptedWorker results."""
+    return (step * 7 % 256, index * 40, 99)

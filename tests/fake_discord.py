@@ -337,11 +337,13 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", payload)
         return inter
 
-    async def slash(self, name: str, user: FakeUser, channel: int | None = None, **options: Any) -> Interaction:
-        """Run /name with options. Attachment options take the dict returned by `upload`."""
-        return await self.slash_sub(name, None, user, channel, **options)
+    async def slash(self, name: str, user: FakeUser, /, channel: int | None = None, **options: Any) -> Interaction:
+        """Run /name with options ("group sub" runs a subcommand). Attachment options take the dict
+        returned by `upload`."""
+        name, _, sub = name.partition(" ")
+        return await self.slash_sub(name, sub or None, user, channel=channel, **options)
 
-    async def slash_sub(self, name: str, sub: str | None, user: FakeUser, channel: int | None = None,
+    async def slash_sub(self, name: str, sub: str | None, user: FakeUser, /, channel: int | None = None,
                         **options: Any) -> Interaction:
         """Run /name sub with options (sub None: a plain command)."""
         cmd = self.commands.get(name)
@@ -393,6 +395,13 @@ class FakeDiscord:
         payload, iid, token = self._interaction_base(3, user, int(message["channel_id"]))
         payload["message"] = message
         payload["data"] = {"custom_id": custom_id, "component_type": 2}
+        return await self._send_interaction(payload, iid, token)
+
+    async def select(self, message: dict, custom_id: str, values: list[str], user: FakeUser) -> Interaction:
+        """Pick `values` in the select menu `custom_id` of a message (a component interaction)."""
+        payload, iid, token = self._interaction_base(3, user, int(message["channel_id"]))
+        payload["message"] = message
+        payload["data"] = {"custom_id": custom_id, "component_type": 3, "values": values}
         return await self._send_interaction(payload, iid, token)
 
     async def react(self, message: dict, user: FakeUser, emoji: str, add: bool = True) -> None:

@@ -221,3 +221,38 @@ def test_python_m_bot_requires_a_token(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN"}
     res = subprocess.run([sys.executable, "-m", "bot"], env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "DISCORD_TOKEN is not set" in res.stderr
+
+
+async def test_variations_refine_similar_and_frames_with_the_real_worker(h):
+    """count:2 through the real worker: the grid and both pictures posted, Refine of picture 2 starts
+    from its pixels as a new generation, Similar searches with it, and the step-time registry is filled."""
+    fake = h.fake
+    ann = fake.user("ann")
+    _, _, msg = await imagine(h, ann, "a green star", size="32x32", steps=16, seed=5, count=2)
+    mid = msg["id"]
+    final = await fake.wait_call("PATCH", rf"/channels/\d+/messages/{mid}$", where=has_file("grid.png"), timeout=120)
+    names = [f.filename for f in final.files]
+    assert names[:3] == ["grid.png", "picture_1.png", "picture_2.png"]
+    second = next(f.data for f in final.files if f.filename == "picture_2.png")
+    stored = await fake.wait_for(lambda: (m := fake._message_json(int(mid)))["components"] and m)
+    ids = [c["custom_id"] for row in stored["components"] for c in row["components"]]
+    job_id = ids[0].rsplit(":", 1)[1]
+    assert f"clipbot:refine:{job_id}:2" in ids and f"clipbot:similar:{job_id}:2" in ids
+    assert f"clipbot:frame:{job_id}" in ids  # the worker kept earlier frames
+    inter = await fake.click(stored, f"clipbot:refine:{job_id}:2", ann)
+    cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
+    assert "Queued" in cb.json["data"]["content"]
+    child = await fake.wait_for(lambda: next((m for m in fake.channel_messages(via="channel")
+                                              if "refines" in m["content"]), None))
+    assert f"/{mid})" in child["content"]
+    [child_id] = await h.bot.generations.children(job_id)
+    refine = await h.queue.job(child_id)
+    assert (refine.parent, refine.parent_index, refine.seed) == (job_id, 2, 6)
+    assert await h.queue.get_blob(refine.init_image) == second  # it starts from picture 2's pixels
+    await fake.wait_call("PATCH", rf"/channels/\d+/messages/{child['id']}$", where=has_file("imagine.png"), timeout=120)
+    inter = await fake.click(stored, f"clipbot:similar:{job_id}:2", ann)
+    await fake.wait_call("PATCH", rf"/webhooks/\d+/{inter.token}/messages/",
+                         where=lambda c: "best matches for your picture" in (c.json or {}).get("content", ""),
+                         timeout=60)
+    workers = await h.queue.workers()
+    assert any(w.step_s for w in workers)  # measured while the jobs ran

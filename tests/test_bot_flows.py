@@ -5,6 +5,7 @@ import pytest
 
 from tests.fake_discord import EPHEMERAL, PERM_MANAGE_GUILD, PERM_MANAGE_MESSAGES, PERM_VIEW_SEND
 from tests.bot_harness import ScriptedWorker, harness, png_bytes  # noqa: F401
+from bot.text import member_text
 
 
 @pytest.fixture
@@ -22,10 +23,11 @@ async def run_imagine(h, user, prompt="a red circle", **opts):
     fake = h.fake
     before = set(fake.messages)
     inter = await fake.slash("imagine", user, prompt=prompt, **opts)
+    shown = member_text(prompt)  # captions show the prompt escaped (bot/text.py)
     cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
     channel = fake.channel_id
     msg = await fake.wait_for(lambda: next((m for m in fake.channel_messages(channel, via="channel")
-                                            if int(m["id"]) not in before and prompt in m["content"]), None))
+                                            if int(m["id"]) not in before and shown in m["content"]), None))
     return inter, cb, msg
 
 
@@ -74,7 +76,9 @@ async def test_imagine_progress_edits_throttled_then_final_post(harness, worker)
     assert sorted(f.filename for f in final.files) == ["imagine.png", "timelapse.gif"]
     assert "a blue star" in final.json["content"] and "`7`" in final.json["content"] and "steps `12`" in final.json["content"]
     stored = fake.messages[int(mid)]
-    assert components_custom_ids(stored) == [f"clipbot:reroll:{worker.seen[0].id}"]
+    job_id = worker.seen[0].id
+    assert components_custom_ids(stored) == [f"clipbot:reroll:{job_id}", f"clipbot:refine:{job_id}",
+                                             f"clipbot:similar:{job_id}", f"clipbot:frame:{job_id}"]
     await fake.wait_for(lambda: fake.bot_reactions(mid) == ["👍", "👎"])
     assert worker.seen[0].seed == 7 and worker.seen[0].steps == 12
     # the generation is added to the server gallery

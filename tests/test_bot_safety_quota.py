@@ -134,6 +134,9 @@ async def test_a_flagged_generation_is_a_spoiler_kept_out_of_find_votes_and_hall
                                  where=lambda c: any(f.filename.endswith("imagine.png") for f in c.files))
     assert sorted(f.filename for f in final.files) == ["SPOILER_imagine.png", "SPOILER_timelapse.gif"]
     assert "safety check marked this picture" in final.json["content"]
+    # Refine and Similar stay: what they queue goes through the server's safety check again
+    ids = [c["custom_id"] for row in final.json.get("components", []) for c in row.get("components", [])]
+    assert any(i.startswith("clipbot:refine:") for i in ids) and any(i.startswith("clipbot:similar:") for i in ids)
     mid = final.path.rsplit("/", 1)[1]
     msg = fake._message_json(int(mid))
     await fake.react(msg, bob, "👍")  # no votes: never the hall of fame

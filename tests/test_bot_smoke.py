@@ -7,13 +7,17 @@ async def test_bot_registers_commands_with_contract_option_names(harness):
     await harness.start_bot()
     cmds = harness.fake.commands
     opts = {name: [o["name"] for o in c.get("options", [])] for name, c in cmds.items()}
-    assert opts["classify"] == ["image", "labels"]
-    assert opts["find"] == ["query", "top"]
-    assert opts["imagine"] == ["prompt", "size", "steps", "seed", "init_image"]
+    assert opts["classify"] == ["image", "labels", "labelset"]
+    assert opts["find"] == ["query", "image", "top"]
+    assert opts["imagine"] == ["prompt", "size", "steps", "seed", "init_image", "count"]
+    assert opts["labels"] == ["save", "list", "delete"]
+    assert [o["name"] for o in cmds["labels"]["options"][0]["options"]] == ["name", "labels", "file", "default"]
+    assert opts["history"] == []
     assert "queue" in cmds and "top" in cmds and "config" in cmds
     assert opts["cancel"] == ["job"]
     assert opts["top"] == ["period"]
     assert cmds["Add to gallery"]["type"] == 3
+    assert cmds["Find similar"]["type"] == 3 and cmds["Classify"]["type"] == 3
     assert harness.fake.identifies[0]["intents"] & (1 << 10)  # guild message reactions
 
 

@@ -61,6 +61,7 @@ class RedisJobContext:
     # --- JobContext protocol
     def progress(self, step: int, total: int, loss: float | None = None, preview_png: bytes | None = None) -> None:
         now = time.monotonic()
+        self.step = step  # read by the worker's step-rate measurement (worker.step_rates)
         if step < total and now - self._last_progress < self.progress_interval_s:
             return  # cheap to call every step: most calls send nothing
         self._last_progress = now

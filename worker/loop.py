@@ -34,6 +34,7 @@ from worker.api import JobCancelled, JobError, Outcome
 from worker.context import RedisJobContext
 from worker.metrics import WorkerMetrics
 from worker.setup import BatchEngine, WorkerSetup
+from worker.step_rates import StepRates
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self.hard_stop = threading.Event()  # read by engine threads through ctx.cancelled()
         self.started = time.time()
+        self.step_rates = StepRates()
         self.jobs_done = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reclaim_every = max(queue.visibility_timeout_s / 2, 0.2)
@@ -297,6 +299,7 @@ class Worker:
             id=self.id, host=socket.gethostname(), pid=os.getpid(), models=list(self.setup.models),
             device=self.setup.device, lanes=self.setup.lanes(), current=list(self.running),
             started=self.started, max_pixels=int(getattr(self.setup.imagine_engine, "max_pixels", 0) or 0),
+            step_s=self.step_rates.observe(r.ctx for r in self.running.values()),
         )
         await self.queue.register_worker(info, ttl_s=self.dead_after_s)
 

@@ -1,4 +1,8 @@
-"""/find query:<text> [top:1-10] — search this server's gallery with CLIP."""
+"""/find [query] [image] [top:1-10] — search this server's gallery with CLIP, by text, by picture or both.
+
+"Find similar" (a message's picture) and the Similar button of a generation (bot.cogs.similar)
+queue the same FindJob through `start_search`; all of them are rendered here.
+"""
 from __future__ import annotations
 
 import discord
@@ -8,10 +12,25 @@ from discord.ext import commands
 from jobs.schemas import MAX_TOP, Event, Failed, FindJob, Origin, Result
 
 from bot.app import ClipBot
+from bot.cogs._attachments import fetch_image, precheck
+from bot.guild_config import GuildConfig
 from bot.jobstore import JobRecord
 from bot.limits import Refused, check_query
 from bot.replies import CommandReply
 from bot.text import member_text, message_link
+
+NOTHING_TO_FIND = ("Give me something to look for: a text (`query`), a picture (`image`), or both "
+                   "(then I look for pictures that match the two together).")
+
+
+def describe_query(job: FindJob) -> str:
+    """What was searched, for the answer: the text (escaped) and/or 'your picture'."""
+    parts = []
+    if job.query:
+        parts.append(f"**{member_text(job.query, 200)}**")
+    if job.image or job.item:
+        parts.append("your picture" if job.query is None and job.image else "that picture" if job.item else "the picture")
+    return " + ".join(parts)
 
 
 def render_result(record: JobRecord, event: Event) -> tuple[str, list[discord.Embed]]:
@@ -20,9 +39,9 @@ def render_result(record: JobRecord, event: Event) -> tuple[str, list[discord.Em
     if not isinstance(event, Result):
         return f"<@{record.user}> search cancelled.", []
     hits = event.data.get("hits", [])
-    query = member_text(record.job.query, 200)
+    what = describe_query(record.job)
     if not hits:
-        return f"<@{record.user}> nothing in this server's gallery yet for **{query}**. Add images with the message menu *Apps → Add to gallery*.", []
+        return f"<@{record.user}> nothing in this server's gallery yet for {what}. Add images with the message menu *Apps → Add to gallery*.", []
     embeds = []
     for rank, hit in enumerate(hits[:10], 1):
         link = message_link(hit.get("message_link"))  # shown as a link only in the shape the bot stores
@@ -33,7 +52,18 @@ def render_result(record: JobRecord, event: Event) -> tuple[str, list[discord.Em
         if link:
             embed.add_field(name="original", value=f"[jump to message]({link})")
         embeds.append(embed)
-    return f"<@{record.user}> best matches for **{query}**:", embeds
+    return f"<@{record.user}> best matches for {what}:", embeds
+
+
+async def start_search(bot: ClipBot, interaction: discord.Interaction, cfg: GuildConfig, callback, **fields) -> None:
+    """Queue a FindJob for a deferred interaction and say so; raises Refused."""
+    job = FindJob(user=interaction.user.id, guild=interaction.guild_id, channel=interaction.channel_id,
+                  origin=Origin(source="discord", interaction_token=interaction.token), **fields)
+    label = f"find {job.query[:40]}" if job.query else "find similar"
+    position = await bot.submit(job, cfg, label, interaction, getattr(callback, "message_id", None))
+    await interaction.edit_original_response(
+        content=f"Searching the gallery for {describe_query(job)}… (queue position {position + 1})",
+        allowed_mentions=discord.AllowedMentions.none())
 
 
 class Find(commands.Cog):
@@ -46,22 +76,27 @@ class Find(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.dispatcher.unregister("find")
 
-    @app_commands.command(name="find", description="Search this server's gallery by description")
-    @app_commands.describe(query="What to look for, e.g. a red star", top="How many results (1-10)")
+    @app_commands.command(name="find", description="Search this server's gallery by description, by picture, or both")
+    @app_commands.describe(query="What to look for, e.g. a red star", image="Find pictures like this one",
+                           top="How many results (1-10)")
     @app_commands.guild_only()
-    async def find(self, interaction: discord.Interaction, query: str,
+    async def find(self, interaction: discord.Interaction, query: str | None = None,
+                   image: discord.Attachment | None = None,
                    top: app_commands.Range[int, 1, MAX_TOP] = 5) -> None:
-        bot = self.bot
+        bot, settings = self.bot, self.bot.settings
+        text = (query or "").strip()
         try:
-            cfg = await bot.admit(interaction, query)
-            problem = check_query(query)
+            cfg = await bot.admit(interaction, text)
+            if not text and image is None:
+                raise Refused(NOTHING_TO_FIND)
+            problem = check_query(text) if text else None
             if problem:
                 raise Refused(problem)
-            job = FindJob(user=interaction.user.id, guild=interaction.guild_id, channel=interaction.channel_id,
-                          query=query.strip(), top=top, origin=Origin(source="discord", interaction_token=interaction.token))
+            if image is not None:
+                precheck(image, settings)
             callback = await interaction.response.defer(thinking=True)
-            position = await bot.submit(job, cfg, f"find {query[:40]}", interaction, getattr(callback, "message_id", None))
-            await interaction.edit_original_response(content=f"Searching the gallery for **{member_text(query, 200)}**… (queue position {position + 1})")
+            key = await bot.queue.put_blob(await fetch_image(image, settings)) if image is not None else None
+            await start_search(bot, interaction, cfg, callback, query=text or None, image=key, top=top)
         except Refused as e:
             await bot.refuse(interaction, str(e))
 

@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from jobs.blobs import reused_inputs
-from jobs.schemas import ImagineJob, Origin
+from jobs.schemas import MAX_COUNT, ImagineJob, Origin
 
 from bot.app import ClipBot
 from bot.capacity import check_size
@@ -24,6 +24,7 @@ from bot.contests import render as contest_render
 from bot.contests.store import Admission, Contest, ContestStore
 from bot.imagine.buttons import COG_NAME, CancelButton, RerollButton
 from bot.imagine.messages import ImagineMessages
+from bot.imagine.store import Link, lineage_note
 from bot.limits import Refused, check_prompt, parse_size
 from bot.outage import QUEUE_UNAVAILABLE, REDIS_UNAVAILABLE
 from bot.text import member_text
@@ -54,19 +55,22 @@ class Imagine(commands.Cog, name=COG_NAME):
     @app_commands.command(name="imagine", description="Generate an image from text with VQGAN+CLIP")
     @app_commands.describe(prompt="What to draw; weight parts with |, e.g. a red circle | a blue star:0.5",
                            size="WIDTHxHEIGHT, e.g. 256x256", steps="Optimisation steps (more: slower, finer)",
-                           seed="Random seed, to repeat a result", init_image="Start from this image instead of noise")
+                           seed="Random seed, to repeat a result", init_image="Start from this image instead of noise",
+                           count="How many variations (seeds) of the prompt, made together (1-4)")
     @app_commands.guild_only()
     async def imagine(self, interaction: discord.Interaction, prompt: str, size: str | None = None,
                       steps: app_commands.Range[int, 1, 1000] | None = None,
                       seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
-                      init_image: discord.Attachment | None = None) -> None:
+                      init_image: discord.Attachment | None = None,
+                      count: app_commands.Range[int, 1, MAX_COUNT] = 1) -> None:
         bot, settings = self.bot, self.bot.settings
         try:
             problem = check_prompt(prompt)
             if problem:
                 raise Refused(problem)
             width, height = parse_size(size)
-            fields = {"prompt": prompt.strip(), "width": width, "height": height, "steps": steps or 0, "seed": seed}
+            fields = {"prompt": prompt.strip(), "width": width, "height": height, "steps": steps or 0, "seed": seed,
+                      "count": count}
             if init_image is not None:
                 await bot.admit(interaction, prompt)  # refuse cheaply before downloading anything
                 precheck(init_image, settings)
@@ -79,8 +83,10 @@ class Imagine(commands.Cog, name=COG_NAME):
             return
         await self.start(interaction, fields)
 
-    async def start(self, interaction: discord.Interaction, fields: dict, reroll_of: str | None = None) -> None:
-        """Admission, queueing, the position answer and the progress message; shared by /imagine and Re-roll.
+    async def start(self, interaction: discord.Interaction, fields: dict, reroll_of: str | None = None,
+                    parent: Link | None = None) -> None:
+        """Admission, queueing, the position answer and the progress message; shared by /imagine, Re-roll
+        and Refine. `parent`: the generation this one comes from (its `job` is filled in here).
         In a contest's thread the run is an entry: admitted first, with the contest's steps and size."""
         bot = self.bot
         contest: Contest | None = None
@@ -108,6 +114,8 @@ class Imagine(commands.Cog, name=COG_NAME):
                 if contest is not None:
                     await self.contests.withdraw_entry(contest.id, job.id)
                 raise
+            if parent is not None:
+                await self._record_lineage(job.id, parent)
             text = (f"Queued **{member_text(job.prompt, 400)}** (seed `{job.seed}`): position {position + 1} in the queue. "
                     "Progress will appear in this channel.")
             if entry:
@@ -158,7 +166,15 @@ class Imagine(commands.Cog, name=COG_NAME):
                                                "run /imagine again with it.")
             return
         fields = old.model_dump(exclude={"id", "created", "origin", "user", "seed", "channel"})
-        await self.start(interaction, fields, reroll_of=job_id)
+        await self.start(interaction, fields, reroll_of=job_id, parent=Link("", job_id, "reroll"))
+
+    async def _record_lineage(self, job_id: str, parent: Link) -> None:
+        """Remember where the new generation came from and say so under its caption."""
+        bot = self.bot
+        await bot.generations.link(Link(job_id, parent.parent, parent.how, parent.index))
+        parent_record = await bot.records.get(parent.parent)
+        if parent_record is not None:
+            await bot.records.update(job_id, note=lineage_note(parent_record, parent.how, parent.index))
 
 
 async def setup(bot: ClipBot) -> None:

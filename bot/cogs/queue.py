@@ -6,6 +6,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import ClipBot
+from bot.eta import describe, queue_etas
 from bot.text import member_text
 
 
@@ -18,6 +19,7 @@ class QueueCog(commands.Cog):
         bot = self.bot
         jobs = await bot.queue.user_jobs(interaction.user.id)
         workers = await bot.queue.workers()
+        etas = await queue_etas(bot.queue, bot.settings.imagine.steps, workers) if jobs else {}
         lines = []
         for status in jobs:
             record = await bot.records.get(status.id)
@@ -26,6 +28,8 @@ class QueueCog(commands.Cog):
                      else status.state)
             if status.state == "running" and status.worker:
                 where = f"running on `{status.worker}`"
+            if describe(etas.get(status.id)):
+                where += f" · done in {describe(etas.get(status.id))}"
             lines.append(f"`{status.id[:12]}` {label} — {where}")
         body = "\n".join(lines) if lines else "You have no queued or running jobs."
         busy = sum(1 for worker in workers if worker.current)

@@ -8,6 +8,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import ClipBot
+from bot.imagine.lineage import lineage_line
 from bot.text import member_text
 
 
@@ -28,6 +29,10 @@ class Top(commands.Cog):
         # the link is built from ids (Generation.link); the prompt is only its escaped label
         lines = [f"**{rank}.** [{member_text(gen.prompt, 80)}]({gen.link}) by <@{gen.user}> — **{gen.score:+d}** "
                  f"({gen.up}👍 {gen.down}👎)" for rank, gen in enumerate(generations, 1)]
+        for i, gen in enumerate(generations):  # where each came from and what came from it
+            lineage = await lineage_line(self.bot, gen.job_id)
+            if lineage:
+                lines[i] += f"\n  ↳ {lineage}"
         embed = discord.Embed(title=f"Top generations {title}", description="\n".join(lines))
         if generations[0].image_url:
             embed.set_thumbnail(url=generations[0].image_url)

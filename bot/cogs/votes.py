@@ -18,6 +18,7 @@ from discord.ext import commands
 from bot.app import ClipBot
 from bot.contests.render import vote_answer
 from bot.contests.store import ContestStore
+from bot.imagine.lineage import lineage_line
 from bot.outage import REDIS_UNAVAILABLE, OutageLog
 from bot.text import member_text
 
@@ -97,6 +98,9 @@ class Votes(commands.Cog):
         embed = discord.Embed(title="🏆 Hall of fame",
                               description=f"**{member_text(gen.prompt, 1000)}** by <@{gen.user}>\n[original]({gen.link})")
         embed.add_field(name="votes", value=f"{gen.up}👍 {gen.down}👎")
+        lineage = await lineage_line(self.bot, job_id)
+        if lineage:
+            embed.add_field(name="lineage", value=lineage[:1024], inline=False)
         if gen.image_url:
             embed.set_image(url=gen.image_url)
         try:

@@ -18,6 +18,8 @@ import secrets
 import time
 from typing import Protocol
 
+from bot.outage import REDIS_UNAVAILABLE, OutageLog
+
 from bot.contests.ranking import Entry, winner
 from bot.contests.store import (
     STEP_HALL_OF_FAME,
@@ -85,10 +87,15 @@ class ContestCloser:
 
     async def run(self, stop: asyncio.Event, poll_s: float = 5.0) -> None:
         """Close contests as they come due until `stop` is set; wakes at the next closing time."""
+        outage = OutageLog(log, "Redis (contest closer: closes wait until it is back)")
         while not stop.is_set():
             try:
                 await self.close_due()
                 nxt = await self.store.next_close_at()
+                outage.ok()
+            except REDIS_UNAVAILABLE as e:  # an outage, not a bug: one line per outage, no traceback
+                outage.failed(e)
+                nxt = None
             except Exception:
                 log.warning("contest closer: check failed", exc_info=True)
                 nxt = None

@@ -28,7 +28,8 @@ from bot.app import ClipBot
 from bot.contests import render as contest_render
 from bot.contests.store import Contest, ContestStore
 from bot.dispatcher import Renderer
-from bot.imagine.buttons import final_view, progress_view
+from bot.imagine.buttons import progress_view
+from bot.imagine.final import result_files, result_view
 from bot.jobstore import JobRecord
 from bot.progress import LatestFrameEditor
 from bot.replies import tell_privately
@@ -118,11 +119,14 @@ class ImagineMessages(Renderer):
         return self._entries[job_id]
 
     async def caption(self, job_id: str, record: JobRecord, status: str, **meta) -> str:
-        """The generation's text; an entry's shows neither author nor seed (the ranking reveals both)."""
+        """The generation's text; an entry's shows neither author nor seed (the ranking reveals both),
+        nor where it came from (a refine's parent link could name its author). A refine's or
+        re-roll's caption says where it came from (`record.note`)."""
         entry = await self.entry_of(job_id, record)
         if entry is not None:
             return f"{contest_render.entry_caption(entry.contest, entry.number)}\n{status}"
-        return render.imagine_caption(record.job.prompt, record.user, status=status, **meta)
+        text = render.imagine_caption(record.job.prompt, record.user, status=status, **meta)
+        return f"{text}\n{record.note}" if record.note else text
 
     # ------------------------------------------------------------------ progress
 
@@ -172,9 +176,12 @@ class ImagineMessages(Renderer):
     # ------------------------------------------------------------------ the end: render, post, follow up
 
     async def _final(self, job_id: str, record: JobRecord, event: Event) -> None:
+        if isinstance(event, Result):  # Refine, Similar and Pick a frame read its pictures from here
+            await self.bot.generations.put_result(event)
         post = await self._final_post(job_id, record, event)
         msg = await self._post(job_id, record, post)
         if msg is not None and isinstance(event, Result):
+            await self.bot.generations.remember(record.guild, record.user, job_id)
             await self._follow_up(job_id, record, event, msg, post.flagged)
         elif isinstance(event, Failed) and _init_checked(record):
             await tell_privately(self.bot, record, f"Your generation failed: {event.reason}")
@@ -210,6 +217,8 @@ class ImagineMessages(Renderer):
             size = data.get("size") or (f"{data['width']}x{data['height']}" if "width" in data else None)
             score = data.get("clip_score")
             status = "✅ done" + (f" · CLIP score {score:.3f}" if isinstance(score, (int, float)) else "")
+            if data.get("count", 1) > 1:
+                status += f" · {data['count']} variations (seeds from `{data.get('seed', job.seed)}`)"
             content = await self.caption(job_id, record, status, seed=data.get("seed", job.seed),
                                          steps=data.get("steps", job.steps), size=size)
             if isinstance(note := data.get("note"), str):  # the worker's word on the prompt (the demo models)
@@ -217,14 +226,9 @@ class ImagineMessages(Renderer):
             flagged = _flagged(job_id, data)
             if flagged:
                 content += FLAGGED_NOTE
-            files = []
-            for blob, filename in (("png", "imagine.png"), ("gif", "timelapse.gif")):
-                key = event.blobs.get(blob)
-                payload = await self.bot.queue.get_blob(key) if key else None
-                if payload:
-                    # Discord blurs attachments named SPOILER_* until a member clicks them
-                    files.append(discord.File(io.BytesIO(payload), filename=filename, spoiler=flagged))
-            return FinalPost(content, files, final_view(job_id), flagged=flagged)
+            # Discord blurs attachments named SPOILER_* until a member clicks them
+            files = await result_files(self.bot.queue, event, spoiler=flagged)
+            return FinalPost(content, files, result_view(job_id, event), flagged=flagged)
         if isinstance(event, Failed):
             # a refused start image is the member's business: the reason goes to them privately
             status = INIT_REFUSED if _init_checked(record) else f"❌ failed: {member_text(event.reason, 1000)}"
@@ -270,8 +274,9 @@ class ImagineMessages(Renderer):
                                 post: FinalPost) -> discord.Message:
         """The server's upload limit is below PNG + GIF (413): keep the image, drop the timelapse."""
         log.info("result of %s too large for this server; posting without the GIF", job_id)
-        post.files = post.files[:1]
-        post.files[0].reset()
+        post.files = [file for file in post.files if not file.filename.endswith(".gif")]
+        for file in post.files:
+            file.reset()
         post.content += GIF_TOO_LARGE
         return await message.edit(attachments=post.files, view=post.view or None, content=post.content,
                                   allowed_mentions=discord.AllowedMentions.none())
@@ -306,13 +311,14 @@ class ImagineMessages(Renderer):
 
     async def _add_to_gallery(self, job_id: str, record: JobRecord, event: Result, msg: discord.Message,
                               image_url: str) -> None:
-        key = event.blobs.get("png")
-        if not key:
+        if not event.blobs.get("png"):
             return
-        item = GalleryItem(item_id=f"{msg.id}:0", image=key, author=record.user, caption=record.job.prompt[:2000],
-                           message_link=f"https://discord.com/channels/{record.guild}/{record.channel}/{msg.id}",
-                           thumbnail_url=image_url or None)
-        index = IndexJob(user=0, guild=record.guild, channel=record.channel, add=[item],
+        # picture k is gallery item "<message>:<k-1>" (Similar falls back to it once the blobs expired)
+        items = [GalleryItem(item_id=f"{msg.id}:{p['index'] - 1}", image=p["png"], author=record.user,
+                             caption=record.job.prompt[:2000], thumbnail_url=image_url or None,
+                             message_link=f"https://discord.com/channels/{record.guild}/{record.channel}/{msg.id}")
+                 for p in pictures(event)]
+        index = IndexJob(user=0, guild=record.guild, channel=record.channel, add=items,
                          origin=Origin(source="discord"))
         submitted = await self.bot.queue.submit(index, user_limit=1_000_000)  # the bot's own job: no user cap
         if not submitted.accepted:
