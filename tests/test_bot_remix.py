@@ -272,3 +272,49 @@ async def test_hall_of_fame_shows_the_lineage(harness, worker):
     fields = {f["name"]: f["value"] for f in post.json["embeds"][0]["fields"]}
     link = f"https://discord.com/channels/{fake.guild_id}/{fake.channel_id}/{msg['id']}"
     assert fields["lineage"] == f"refines [the parent]({link})"
+
+
+class FlaggingWorker(ScriptedWorker):
+    """Every generation comes back flagged by the safety check (as a checked worker reports it)."""
+
+    async def _imagine_result(self, job, total: int):
+        from jobs.schemas import SafetyVerdict
+        result = await super()._imagine_result(job, total)
+        verdict = SafetyVerdict(flagged=True, top_label="gore", top_score=0.9, threshold=0.5, scores={"gore": 0.9})
+        result.data["safety"] = verdict.model_dump()
+        return result
+
+
+async def test_flagged_variations_stay_spoilers_and_keep_pictures_and_frames_for_the_buttons(harness):
+    w = FlaggingWorker(harness.queue, steps=12).start()
+    try:
+        await harness.start_bot()
+        fake = harness.fake
+        ann = fake.user("ann")
+        _, _, msg = await run_imagine(harness, ann, "a flagged pair", count=2)
+        await fake.wait_for(lambda: any(c.startswith("clipbot:similar:") for c in
+                                        components_custom_ids(fake.messages[int(msg["id"])])), timeout=30)
+        final = fake._message_json(int(msg["id"]))
+        assert sorted(a["filename"] for a in final["attachments"]) == sorted(
+            ["SPOILER_grid.png", "SPOILER_picture_1.png", "SPOILER_picture_2.png", "SPOILER_timelapse.gif"])
+        job = jobs_of(w, "imagine")[0]
+        result = await harness.bot.generations.result(job.id)
+        # posted: what Refine, Similar and the frame menu reuse is kept, the rest (grid, timelapses) deleted
+        from jobs.remix import pictures
+        kept = [k for p in pictures(result) for k in [p["png"], *(f["key"] for f in p["frames"])]]
+        for _ in range(200):  # the release follows the post
+            if await harness.queue.get_blob(result.blobs["grid"]) is None:
+                break
+            await asyncio.sleep(0.05)
+        assert await harness.queue.get_blob(result.blobs["grid"]) is None
+        for key in kept:
+            assert await harness.queue.get_blob(key) is not None
+        # the author's picked frame replaces the hidden picture and stays hidden
+        inter = await fake.select(final, f"clipbot:frame:{job.id}", ["2:4"], ann)
+        await fake.wait_call("POST", rf"/interactions/{inter.id}/")
+        await fake.wait_for(lambda: "picture 2 shows step 4" in fake.messages[int(msg["id"])]["content"])
+        names = [a["filename"] for a in fake.messages[int(msg["id"])]["attachments"]]
+        assert sorted(names) == sorted(["SPOILER_grid.png", "SPOILER_picture_1.png", "SPOILER_picture_2.png",
+                                        "SPOILER_timelapse.gif"])
+    finally:
+        await w.stop()
