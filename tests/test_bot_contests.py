@@ -323,3 +323,28 @@ async def test_a_close_interrupted_after_the_ranking_finishes_after_a_restart_wi
     assert (await store.get(cid)).state == "closed"
     assert not [c for c in fake.find_calls("POST", rf"/channels/{tid}/messages")
                 if "Contest closed" in ((c.json or {}).get("content") or "")]  # the ranking was not posted again
+
+
+async def test_a_refine_in_the_thread_is_an_anonymous_entry_without_lineage(harness, worker):
+    await harness.start_bot()
+    fake = harness.fake
+    admin = fake.user("admin", ADMIN)
+    tid, cid = await start_contest(harness, admin, theme="green stars", minutes=60)
+    ann, bob = fake.user("ann"), fake.user("bob")
+    _, _, before = await enter(harness, ann, tid, "a green star")
+    ann_msg = await final_entry(fake, tid, before)
+    ann_job = next(j for j in worker.seen if j.kind == "imagine")
+    # the final post of an entry: its own files and buttons, no author, no seed
+    assert f"<@{ann.id}>" not in ann_msg["content"] and str(ann_job.seed) not in ann_msg["content"]
+    before = set(fake.messages)
+    inter = await fake.click(ann_msg, f"clipbot:refine:{ann_job.id}", bob)
+    cb = await fake.wait_call("POST", rf"/interactions/{inter.id}/")
+    assert "Entry #2" in cb.json["data"]["content"]
+    bob_msg = await final_entry(fake, tid, before)
+    bob_job = [j for j in worker.seen if j.kind == "imagine"][-1]
+    assert bob_job.init_image and bob_job.user == bob.id
+    # no link to the parent in the caption, nothing /top or the hall of fame could show
+    assert "refines" not in bob_msg["content"] and f"<@{bob.id}>" not in bob_msg["content"]
+    assert await harness.bot.generations.parent(bob_job.id) is None
+    assert await harness.bot.generations.children(ann_job.id) == []
+    assert await ContestStore(harness.queue.redis).entry_number(cid, bob_job.id) == 2

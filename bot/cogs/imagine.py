@@ -114,7 +114,8 @@ class Imagine(commands.Cog, name=COG_NAME):
                 if contest is not None:
                     await self.contests.withdraw_entry(contest.id, job.id)
                 raise
-            if parent is not None:
+            # a contest entry records no lineage: /top and the hall of fame would link it to a named generation
+            if parent is not None and contest is None:
                 await self._record_lineage(job.id, parent)
             text = (f"Queued **{member_text(job.prompt, 400)}** (seed `{job.seed}`): position {position + 1} in the queue. "
                     "Progress will appear in this channel.")
