@@ -60,6 +60,11 @@ def next_reset(now: float) -> float:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
 
 
+def quota_expiry(now: float) -> float:
+    """When a day's set may go: the next UTC midnight plus a grace, so late refunds still land."""
+    return next_reset(now) + _GRACE_S
+
+
 @dataclass(frozen=True)
 class Reservation:
     ok: bool
