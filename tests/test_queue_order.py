@@ -135,3 +135,20 @@ async def test_cancel_release_and_wake_up(queue):
     await queue.submit(d)
     (got,) = await asyncio.wait_for(waiting, 20)
     assert got.job.id == d.id and (await queue.status(d.id)).state == "running"
+
+
+async def test_a_worker_serves_members_round_robin(queue, inproc_worker):
+    a = [FindJob(query=f"a{i}", user=1) for i in range(3)]
+    b, c = FindJob(query="b", user=2), FindJob(query="c", user=3)
+    for job in [*a, b, c]:
+        assert (await queue.submit(job)).accepted
+    told = {j.id: await queue.position(j.id) for j in (*a, b, c)}
+    await inproc_worker()
+    started = {}
+    for job in (*a, b, c):
+        events = [ev async for ev in queue.follow(job.id, timeout_s=20, block_ms=200)]
+        assert events[-1].type == "result"
+        started[job.id] = (await queue.status(job.id)).started  # when the worker claimed it
+    served = sorted(started, key=started.get)
+    assert served == [a[0].id, b.id, c.id, a[1].id, a[2].id]
+    assert sorted(told, key=told.get) == served  # the positions members were told are the serving order
