@@ -57,7 +57,8 @@ class ClaimQueue(QueueBase):
         while not entries and (left := deadline - time.monotonic()) > 0.001:
             # a submit (or a job given back) pushes to the wake list after queueing; one pushed
             # between the take above and this wait is still there, so no wake-up is lost. A stale
-            # one (its job taken by a busy worker) only costs one more look.
+            # one (its job taken by a busy worker) costs one more look; a take that empties the
+            # waiting set clears them.
             await self.redis.blpop([self.keys.wake(lane)], timeout=max(left, 0.01))
             entries = await self._take_now(lane, consumer, count)
         return await self._claim_entries(lane, consumer, entries)
@@ -65,7 +66,7 @@ class ClaimQueue(QueueBase):
     async def _take_now(self, lane: str, consumer: str, count: int) -> list:
         k = self.keys
         try:
-            res = await self.scripts.take(keys=[k.stream(lane), k.queue(lane), k.round(lane)],
+            res = await self.scripts.take(keys=[k.stream(lane), k.queue(lane), k.round(lane), k.wake(lane)],
                                           args=[WORKER_GROUP, consumer, count, k.prefix])
         except ResponseError as e:
             if not is_missing_group(e):

@@ -71,9 +71,10 @@ return {1, pos, r[2]}
 # written from outside the queue: they go to the claim script, which dead-letters them), then the
 # best waiting jobs: each leaves queue:<lane>, is added to the stream and read by this consumer,
 # so the consumer group's PEL, XAUTOCLAIM reclaim, heartbeats and dead letters work as before.
-# Returns the entries read, as XREADGROUP gives them.
+# An empty waiting set also empties the wake list: wake-ups left by jobs that busy workers took
+# would only cost idle workers an empty look each. Returns the entries read, as XREADGROUP gives them.
 TAKE = """
-local stream_key, queue_key, round_key = KEYS[1], KEYS[2], KEYS[3]
+local stream_key, queue_key, round_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, count, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local out = {}
 local function read(n)
@@ -84,7 +85,7 @@ read(count)
 local need = count - #out
 if need <= 0 then return out end
 local best = redis.call('ZRANGE', queue_key, 0, need - 1, 'WITHSCORES')
-if #best == 0 then return out end
+if #best == 0 then redis.call('DEL', wake_key); return out end
 local served = tonumber(redis.call('GET', round_key)) or 0
 for i = 1, #best, 2 do
   local member, round = best[i], tonumber(best[i + 1])
@@ -97,6 +98,7 @@ for i = 1, #best, 2 do
   if round > served then served = round end
 end
 redis.call('SET', round_key, served)
+if redis.call('ZCARD', queue_key) == 0 then redis.call('DEL', wake_key) end
 read(need)
 return out
 """

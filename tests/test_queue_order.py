@@ -128,6 +128,7 @@ async def test_cancel_release_and_wake_up(queue):
     assert await queue.release(claim, refund=True)  # given back: first again, where it was
     assert [await queue.position(j.id) for j in (b, c)] == [0, 1]
     assert await served_order(queue, FAST, 2) == [b.id, c.id]
+    assert await queue.redis.llen(queue.keys.wake(FAST)) == 0  # nothing waits: no stale wake-ups left
     # an idle worker waiting on the lane gets a job submitted while it waits
     waiting = asyncio.create_task(queue.take(FAST, "w2", 1, block_ms=20_000))
     await asyncio.sleep(0.2)
