@@ -1,6 +1,7 @@
 """The submitting side of the job queue (bot, CLI): submit, cancel, status, follow, blobs."""
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import time
@@ -9,8 +10,8 @@ from dataclasses import dataclass
 
 from jobs.events import decode_event, encode_event
 from jobs.keys import WORKER_GROUP, lane_of
-from jobs.quota import day_of, quota_expiry
 from jobs.queue_base import QueueBase
+from jobs.quota import day_of, quota_expiry
 from jobs.schemas import FINAL_EVENTS, Cancelled, Event, Job, parse_job
 from jobs.streams import as_text
 
@@ -106,7 +107,7 @@ class QueueClient(QueueBase):
             return SubmitResult(False, 0, f"You already have {n} jobs queued or running "
                                 f"(limit {limit}). Wait for one to finish, or cancel one.", refusal=why)
         if why == "cooldown":
-            return SubmitResult(False, 0, f"Slow down: you can start another job in {n / 1000:.0f} s.",
+            return SubmitResult(False, 0, f"Slow down: you can start another job in {math.ceil(n / 1000)} s.",
                                 refusal=why, cooldown_left_s=n / 1000)
         if why == "quota":
             return SubmitResult(False, 0, f"You have used your {quota} generations for today.", refusal=why)
