@@ -26,6 +26,7 @@ from bot.contests.store import (
     Contest,
     ContestStore,
 )
+from bot.outage import REDIS_UNAVAILABLE, OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,19 @@ class ContestCloser:
 
     async def run(self, stop: asyncio.Event, poll_s: float = 5.0) -> None:
         """Close contests as they come due until `stop` is set; wakes at the next closing time."""
+        outage = OutageLog(log, "Redis (contest closer)")
         while not stop.is_set():
             try:
                 await self.close_due()
                 nxt = await self.store.next_close_at()
+            except REDIS_UNAVAILABLE as e:  # one line per outage; the close is still due afterwards
+                outage.failed(e)
+                nxt = None
             except Exception:
                 log.warning("contest closer: check failed", exc_info=True)
                 nxt = None
+            else:
+                outage.ok()
             now = time.time()
             # a close still due after close_due is held by another process: look again at the next poll
             wait = poll_s if nxt is None or nxt <= now else min(poll_s, nxt - now)
