@@ -1,7 +1,8 @@
 """queue: the Redis Streams transport with real worker processes and a real redis-server.
 
 Workers are `python -m worker` subprocesses running bench/noop_handlers.py (no model), so the
-numbers are the queue's own cost: Lua scripts, XREADGROUP wake-up, event publishing.
+numbers are the queue's own cost: Lua scripts, the idle worker's wake-up (BLPOP on the lane's
+wake list), event publishing.
 
 * idle: one idle worker; jobs submitted one at a time; submit -> Started (pickup) latency.
 * backlog: 1,000 no-op jobs submitted with no worker running (submit latency as the queue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import discord
 import yarl
@@ -28,6 +29,7 @@ from bot.jobstore import JobStore, record_for
 from bot.limits import Cooldowns, Refused
 from bot.metrics import BotMetrics
 from bot.outage import QUEUE_UNAVAILABLE, REDIS_UNAVAILABLE
+from bot.quota import quota_refusal
 from bot.registration import sync_commands
 from bot.shards import APPLIED_AS, ShardPlan
 from bot.text import code_text
@@ -122,15 +124,24 @@ class ClipBot(commands.AutoShardedBot):
 
     async def submit(self, job: Job, cfg: GuildConfig, label: str, interaction: discord.Interaction | None = None,
                      original_message_id: int | None = None, cooldown: bool = True) -> int:
-        """Queue a job under the user's cap; returns its queue position. Raises Refused."""
+        """Queue a job under the user's cap, cooldown and daily quota (one atomic step in Redis);
+        returns its queue position. Raises Refused.
+
+        The lane is ordered by the interaction's id (Discord's creation time), not by when this
+        coroutine reaches Redis: the awaits before it (config, cooldown pre-check, job record)
+        resume in no fixed order under a burst."""
         token = interaction.token if interaction is not None else None
         await self.records.put(record_for(job, label, token, original_message_id), job.id)
-        submitted = await self.queue.submit(job, user_limit=cfg.user_limit(self.settings))
+        roles = [role.id for role in getattr(interaction.user, "roles", ())] if interaction is not None else []
+        quota = cfg.quota(self.settings, roles)
+        submitted = await self.queue.submit(
+            job, user_limit=cfg.user_limit(self.settings), cooldown_s=cfg.cooldown(self.settings) if cooldown else 0,
+            daily_quota=quota, arrival=interaction.id if interaction is not None else None)
         if not submitted.accepted:
             await self.records.delete(job.id)
+            if submitted.refusal == "quota":
+                raise Refused(quota_refusal(quota, time.time()))
             raise Refused(submitted.reason or "The queue refused this job.")
-        if cooldown:
-            await self.cooldowns.start(job.guild, job.user, cfg.cooldown(self.settings))
         return submitted.position
 
     async def refuse(self, interaction: discord.Interaction, message: str) -> None:

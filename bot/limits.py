@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from jobs.keys import Keys
 from jobs.schemas import MAX_PROMPT_CHARS, MAX_QUERY_CHARS
 from jobs.validation import JobError
 from jobs.validation.labels import validate_labels
@@ -139,18 +140,18 @@ def parse_size(raw: str | None) -> tuple[int, int]:
 
 
 class Cooldowns:
-    """Least time between two accepted jobs of one member in one server (Redis keys with a TTL)."""
+    """Least time between two accepted jobs of one member in one server (Redis keys with a TTL).
+
+    The queue's submit script takes the cooldown in the same step as the per-user limit (the
+    authority: concurrent commands of one member queue one job); `left` is the cheap early answer
+    before anything is downloaded, on the same key."""
 
     def __init__(self, redis, prefix: str):
-        self.redis, self.prefix = redis, prefix
+        self.redis, self.keys = redis, Keys(prefix)
 
     def _key(self, guild: int | None, user: int) -> str:
-        return f"{self.prefix}bot:cooldown:{guild or 0}:{user}"
+        return self.keys.cooldown(guild, user)
 
     async def left(self, guild: int | None, user: int) -> float:
         left_ms = await self.redis.pttl(self._key(guild, user))
         return max(left_ms, 0) / 1000.0
-
-    async def start(self, guild: int | None, user: int, seconds: float) -> None:
-        if seconds > 0:
-            await self.redis.set(self._key(guild, user), b"1", px=max(1, int(seconds * 1000)))

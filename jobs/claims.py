@@ -49,18 +49,32 @@ class ClaimQueue(QueueBase):
                 self._lanes_with_group.add(lane)
 
     async def take(self, lane: str, consumer: str, count: int = 1, block_ms: int | None = 1000) -> list[Claim]:
-        """New jobs from a lane for this consumer. block_ms None or 0 = do not wait."""
+        """The best waiting jobs of a lane (fair-share round, then arrival) for this consumer.
+        block_ms None or 0 = do not wait; else wait up to block_ms for a submit's wake-up."""
         await self.ensure_groups([lane])
+        entries = await self._take_now(lane, consumer, count)
+        deadline = time.monotonic() + (block_ms or 0) / 1000
+        while not entries and (left := deadline - time.monotonic()) > 0.001:
+            # a submit (or a job given back) pushes to the wake list after queueing; one pushed
+            # between the take above and this wait is still there, so no wake-up is lost. A stale
+            # one (its job taken by a busy worker) costs one more look; a take that empties the
+            # waiting set clears them.
+            await self.redis.blpop([self.keys.wake(lane)], timeout=max(left, 0.01))
+            entries = await self._take_now(lane, consumer, count)
+        return await self._claim_entries(lane, consumer, entries)
+
+    async def _take_now(self, lane: str, consumer: str, count: int) -> list:
+        k = self.keys
         try:
-            res = await self.redis.xreadgroup(WORKER_GROUP, consumer, {self.keys.stream(lane): ">"},
-                                              count=count, block=block_ms or None)
+            res = await self.scripts.take(keys=[k.stream(lane), k.queue(lane), k.round(lane), k.wake(lane)],
+                                          args=[WORKER_GROUP, consumer, count, k.prefix])
         except ResponseError as e:
             if not is_missing_group(e):
                 raise
             self._lanes_with_group.discard(lane)
             return []
-        entries = [e for _, es in (res or []) for e in es]
-        return await self._claim_entries(lane, consumer, entries)
+        # XREADGROUP inside Lua gives each entry's fields as a flat list
+        return [(entry_id, dict(zip(flat[::2], flat[1::2]))) for entry_id, flat in res or []]
 
     async def reclaim(self, lane: str, consumer: str, count: int = 1) -> list[Claim]:
         """Take over jobs whose worker has been silent longer than the visibility timeout.
@@ -216,7 +230,7 @@ class ClaimQueue(QueueBase):
         attempt counts toward max deliveries unless `refund`)."""
         k, job = self.keys, claim.job
         res = await self.scripts.release(
-            keys=[k.job(job.id), k.stream(claim.lane), k.queue(claim.lane), k.positions],
+            keys=[k.job(job.id), k.stream(claim.lane), k.queue(claim.lane), k.wake(claim.lane)],
             args=[claim.token, claim.entry_id, WORKER_GROUP, "1" if refund else "0", error[:500], job.id],
         )
         return res is not None

@@ -1,6 +1,7 @@
 """The submitting side of the job queue (bot, CLI): submit, cancel, status, follow, blobs."""
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from jobs.blobs import STORE_FULL, BlobStore, BlobTooLarge  # noqa: F401 - BlobTooLarge: callers import it here
 from jobs.events import decode_event, encode_event
 from jobs.keys import WORKER_GROUP, lane_of
+from jobs.quota import day_of, quota_expiry
 from jobs.schemas import FINAL_EVENTS, Cancelled, Event, Job, parse_job
 from jobs.streams import as_text
 
@@ -21,6 +23,8 @@ class SubmitResult:
     position: int = 0  # jobs ahead of this one in its lane
     reason: str | None = None  # why it was refused, for the user
     event_id: str | None = None  # events-stream id of its Queued event (followers start there)
+    refusal: str | None = None  # limit | cooldown | quota | duplicate
+    cooldown_left_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,21 @@ class JobStatus:
     error: str | None
 
 
+_DISCORD_EPOCH_MS = 1_420_070_400_000
+_last_stamp = 0
+
+
+def arrival_stamp(snowflake: int | None = None) -> int:
+    """The lane's order key: a Discord snowflake as given, or one for now (milliseconds since
+    Discord's epoch in the top bits, so it sorts with interaction ids; the low bits make the
+    stamps of one process strictly increasing)."""
+    global _last_stamp
+    if snowflake is not None:
+        return int(snowflake)
+    _last_stamp = max(_last_stamp + 1, (int(time.time() * 1000) - _DISCORD_EPOCH_MS) << 22)
+    return _last_stamp
+
+
 def cancel_by(flag: str) -> int | None:
     """The user id in a cancel flag ('by:<id>' or 'by:')."""
     v = flag.removeprefix("by:")
@@ -52,32 +71,49 @@ def _float_or_none(h: dict[str, str], field: str) -> float | None:
 class QueueClient(BlobStore):
     """Submit and watch jobs."""
 
-    async def submit(self, job: Job, *, user_limit: int | None = None) -> SubmitResult:
-        """Queue a job unless its user already has `user_limit` jobs queued or running (atomic),
-        or the image store is over its byte budget."""
+    async def submit(self, job: Job, *, user_limit: int | None = None, cooldown_s: float = 0,
+                     daily_quota: int = 0, arrival: int | None = None) -> SubmitResult:
+        """Queue a job, in one atomic step, unless its user already has `user_limit` jobs queued or
+        running, is within `cooldown_s` of their last accepted job (in this job's server), or has
+        used `daily_quota` generations today (0: unlimited; only imagine jobs count). An accepted
+        job starts the cooldown and counts against the quota.
+
+        `arrival` orders the lane: a Discord snowflake (the interaction's id: Discord's creation
+        time, increasing) or None for now. Jobs are served by fair-share round, then arrival, not
+        by when this call happens to reach Redis. Refused too while the image store is over its byte budget."""
         if await self.blob_store_full():
             return SubmitResult(False, 0, STORE_FULL)
         limit = self.user_max_jobs if user_limit is None else user_limit
         lane, k = lane_of(job.kind), self.keys
+        now = time.time()
+        quota = int(daily_quota) if job.kind == "imagine" else 0
+        quota_key = k.quota(job.guild, job.user, day_of(now))
         res = await self.scripts.submit(
-            keys=[k.job(job.id), k.user(job.user), k.stream(lane), k.queue(lane), k.events, k.positions],
-            args=[job.id, job.model_dump_json(), job.user, limit, job.kind, lane, repr(time.time()),
-                  self.events_maxlen, k.prefix],
+            keys=[k.job(job.id), k.user(job.user), k.queue(lane), k.events, k.round(lane), k.fair(lane, job.user),
+                  k.wake(lane), k.cooldown(job.guild, job.user), quota_key],
+            args=[job.id, job.model_dump_json(), job.user, limit, job.kind, lane, repr(now),
+                  self.events_maxlen, k.prefix, f"{arrival_stamp(arrival):020d}",
+                  max(0, int(cooldown_s * 1000)), quota, int(quota_expiry(now)), self.job_ttl_s],
         )
         if int(res[0]) == 1:
             return SubmitResult(True, int(res[1]), None, as_text(res[2]))
-        why = as_text(res[1])
+        why, n = as_text(res[1]), int(res[2])
         if why == "limit":
-            return SubmitResult(False, 0, f"You already have {int(res[2])} jobs queued or running "
-                                f"(limit {limit}). Wait for one to finish, or cancel one.")
-        return SubmitResult(False, 0, f"A job with id {job.id} was already submitted.")
+            return SubmitResult(False, 0, f"You already have {n} jobs queued or running "
+                                f"(limit {limit}). Wait for one to finish, or cancel one.", refusal=why)
+        if why == "cooldown":
+            return SubmitResult(False, 0, f"Slow down: you can start another job in {math.ceil(n / 1000)} s.",
+                                refusal=why, cooldown_left_s=n / 1000)
+        if why == "quota":
+            return SubmitResult(False, 0, f"You have used your {quota} generations for today.", refusal=why)
+        return SubmitResult(False, 0, f"A job with id {job.id} was already submitted.", refusal=why)
 
     async def position(self, job_id: str) -> int | None:
         """Jobs ahead of this one in its lane; None unless it is queued."""
-        lane = await self.redis.hget(self.keys.job(job_id), "lane")
-        if lane is None:
+        lane, member = await self.redis.hmget(self.keys.job(job_id), ["lane", "qm"])
+        if lane is None or not member:
             return None
-        rank = await self.redis.zrank(self.keys.queue(as_text(lane)), job_id)
+        rank = await self.redis.zrank(self.keys.queue(as_text(lane)), member)
         return None if rank is None else int(rank)
 
     async def queue_length(self, lane: str) -> int:

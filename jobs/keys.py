@@ -3,11 +3,16 @@
 
     stream:fast, stream:imagine   job streams (consumer group "workers"); classify/index/find are
                                   on "fast" so they never wait behind a long generation
-    queue:fast, queue:imagine     sorted sets of queued job ids by submit order (queue position)
-    positions                     counter that gives each queued job its score in queue:<lane>
+    queue:fast, queue:imagine     sorted sets of the jobs waiting for a worker, score = fair-share
+                                  round, member = "<arrival stamp, 20 digits>:<job id>": serving
+                                  order = rank = queue position
+    wake:<lane>                   list a submit pushes to: idle workers wait on it with BLPOP
+    round:<lane>                  the fair-share round the lane's workers have reached
+    fair:<lane>:<uid>             the round of the member's latest job in that lane (expires)
+    cooldown:<guild>:<uid>        set with PX when a job is accepted: the member's cooldown
     job:<id>                      hash: id, json, user, kind, lane, state, entry, attempts, claim,
-                                  worker, seq (event counter), score, cancel, created, started,
-                                  finished, error
+                                  worker, seq (event counter), qm (its member in queue:<lane>),
+                                  round, cancel, created, started, finished, error
     user:<uid>                    set of the user's queued + running job ids (the per-user limit)
     events                        stream of every job event (the bot reads it via its own group)
     dead                          dead-letter stream: malformed entries and jobs out of deliveries
@@ -40,7 +45,6 @@ class Keys:
         self.prefix = prefix
         self.events = prefix + "events"
         self.dead = prefix + "dead"
-        self.positions = prefix + "positions"
         self.workers = prefix + "workers"
         self.blob_sizes = prefix + "blobs:size"
         self.blob_expiry = prefix + "blobs:expiry"
@@ -51,6 +55,18 @@ class Keys:
 
     def queue(self, lane: str) -> str:
         return f"{self.prefix}queue:{lane}"
+
+    def wake(self, lane: str) -> str:
+        return f"{self.prefix}wake:{lane}"
+
+    def round(self, lane: str) -> str:
+        return f"{self.prefix}round:{lane}"
+
+    def fair(self, lane: str, user: int) -> str:
+        return f"{self.prefix}fair:{lane}:{user}"
+
+    def cooldown(self, guild: int | None, user: int) -> str:
+        return f"{self.prefix}cooldown:{guild or 0}:{user}"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"

@@ -5,18 +5,12 @@ the next UTC midnight (plus an hour, so a refund just after midnight still finds
 not a counter, so that taking and refunding are idempotent: a retried submit of the same job is
 not counted twice, and a refund removes only a job that was counted.
 
-`QUOTA_LUA_FN` is a Lua function for the queue's submit script to call, so that the per-user limit
-and the daily quota are one atomic step (see `DailyQuota.submit_seam`). `DailyQuota.reserve` runs
-the same function alone: with `refund`, a standalone "reserve, then give back if the submit is
-refused" pair.
-
-Folding it into the submit script (`_LUA_SUBMIT`): prepend `QUOTA_LUA_FN`; pass the quota key as
-one more KEY and `limit, expire_at` as two more ARGV (`submit_seam` builds them; limit 0 when the
-job does not count, which records nothing); and call it after the per-user limit and duplicate
-checks, before the first write, so a refusal changes nothing:
-
-    local q = quota_take(KEYS[7], ARGV[1], tonumber(ARGV[10]), tonumber(ARGV[11]))
-    if q[1] == 0 then return {0, 'quota', q[2]} end
+`QUOTA_LUA_FN` is a Lua function the queue's submit script (jobs/scripts.py `SUBMIT`) calls after
+the per-user limit, duplicate and cooldown checks and before its first write, so the limit, the
+cooldown and the daily quota are one atomic step and a refusal changes nothing; `Queue.submit`
+passes the key (`Keys.quota`) and the limit (`daily_quota`, 0 = unlimited; only imagine jobs
+count). `DailyQuota.reserve` runs the same function alone: with `refund`, a standalone "reserve,
+then give back if the submit is refused" pair.
 """
 from __future__ import annotations
 
@@ -60,6 +54,11 @@ def next_reset(now: float) -> float:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
 
 
+def quota_expiry(now: float) -> float:
+    """When a day's set may go: the next UTC midnight plus a grace, so late refunds still land."""
+    return next_reset(now) + _GRACE_S
+
+
 @dataclass(frozen=True)
 class Reservation:
     ok: bool
@@ -88,7 +87,7 @@ class DailyQuota:
                     now: float | None = None) -> tuple[str, list]:
         """(key, [job id, limit, expire_at]) for the submit script's `quota_take` call."""
         now = time.time() if now is None else now
-        return self.key(guild, user, day_of(now)), [job_id, int(limit), int(next_reset(now)) + _GRACE_S]
+        return self.key(guild, user, day_of(now)), [job_id, int(limit), int(quota_expiry(now))]
 
     async def reserve(self, guild: int | None, user: int, job_id: str, limit: int,
                       now: float | None = None) -> Reservation:

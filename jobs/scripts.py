@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from redis.commands.core import AsyncScript
 
+from jobs.quota import QUOTA_LUA_FN
+
 # Shared by the scripts that publish events: the job's seq and the events entry are one step.
 _PUBLISH_FN = """
 local function publish(job_key, events_key, events_maxlen, job_id, etype, ejson)
@@ -21,13 +23,19 @@ end
 local function is_active(state) return state == 'queued' or state == 'running' end
 """
 
-# Queue a job unless its user is at the limit. Returns {1, position, events id} or
-# {0, 'limit', n} / {0, 'duplicate', 0}.
-SUBMIT = _PUBLISH_FN + """
-local job_key, user_key, stream_key, queue_key, events_key, positions_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local job_id, job_json, user, limit, kind, lane, now, events_maxlen, prefix =
-  ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+# Queue a job unless its user is at the limit, in their cooldown or out of today's quota; all
+# checked and taken in this one step. Nothing is written before the last check passes.
+# The job waits in queue:<lane> (not yet in the stream): score = its fair-share round (the lane's
+# current round, or one past the member's previous job if that is later), member = arrival stamp
+# and id, so serving order = rank. Returns {1, position, events id} or {0, 'limit', n} /
+# {0, 'duplicate', 0} / {0, 'cooldown', ms left} / {0, 'quota', used}.
+SUBMIT = _PUBLISH_FN + QUOTA_LUA_FN + """
+local job_key, user_key, queue_key, events_key, round_key, fair_key, wake_key, cooldown_key, quota_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local job_id, job_json, user, limit, kind, lane, now, events_maxlen, prefix, stamp =
+  ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local cooldown_ms, quota_limit, quota_expire, fair_ttl =
+  tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 for _, member in ipairs(redis.call('SMEMBERS', user_key)) do
   local st = redis.call('HGET', prefix .. 'job:' .. member, 'state')
   if not st or not is_active(st) then redis.call('SREM', user_key, member) end
@@ -35,17 +43,64 @@ end
 local n = redis.call('SCARD', user_key)
 if limit > 0 and n >= limit then return {0, 'limit', n} end
 if redis.call('EXISTS', job_key) == 1 then return {0, 'duplicate', 0} end
-local entry = redis.call('XADD', stream_key, '*', 'job', job_json)
-local score = redis.call('INCR', positions_key)
+if cooldown_ms > 0 then
+  local left = redis.call('PTTL', cooldown_key)
+  if left > 0 then return {0, 'cooldown', left} end
+end
+local q = quota_take(quota_key, job_id, quota_limit, quota_expire)
+if q[1] == 0 then return {0, 'quota', q[2]} end
+if cooldown_ms > 0 then redis.call('SET', cooldown_key, '1', 'PX', cooldown_ms) end
+local round = tonumber(redis.call('GET', round_key)) or 0
+local last = tonumber(redis.call('GET', fair_key))
+if last and last + 1 > round then round = last + 1 end
+redis.call('SET', fair_key, round, 'EX', fair_ttl)
+local member = stamp .. ':' .. job_id
 redis.call('HSET', job_key, 'id', job_id, 'json', job_json, 'user', user, 'kind', kind,
-           'lane', lane, 'state', 'queued', 'entry', entry, 'attempts', 0, 'seq', 0,
-           'created', now, 'score', score)
+           'lane', lane, 'state', 'queued', 'entry', '', 'attempts', 0, 'seq', 0,
+           'created', now, 'qm', member, 'round', round)
 redis.call('SADD', user_key, job_id)
-redis.call('ZADD', queue_key, score, job_id)
-local pos = redis.call('ZRANK', queue_key, job_id)
+redis.call('ZADD', queue_key, round, member)
+redis.call('RPUSH', wake_key, '1'); redis.call('LTRIM', wake_key, 0, 63)
+local pos = redis.call('ZRANK', queue_key, member)
 local ev = cjson.encode({type='queued', job_id=job_id, position=pos, at=tonumber(now)})
 local r = publish(job_key, events_key, events_maxlen, job_id, 'queued', ev)
 return {1, pos, r[2]}
+"""
+
+# A worker's take: entries already in the stream's undelivered tail first (only ever there when
+# written from outside the queue: they go to the claim script, which dead-letters them), then the
+# best waiting jobs: each leaves queue:<lane>, is added to the stream and read by this consumer,
+# so the consumer group's PEL, XAUTOCLAIM reclaim, heartbeats and dead letters work as before.
+# An empty waiting set also empties the wake list: wake-ups left by jobs that busy workers took
+# would only cost idle workers an empty look each. Returns the entries read, as XREADGROUP gives them.
+TAKE = """
+local stream_key, queue_key, round_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local group, consumer, count, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local out = {}
+local function read(n)
+  local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', n, 'STREAMS', stream_key, '>')
+  if got then for _, e in ipairs(got[1][2]) do out[#out + 1] = e end end
+end
+read(count)
+local need = count - #out
+if need <= 0 then return out end
+local best = redis.call('ZRANGE', queue_key, 0, need - 1, 'WITHSCORES')
+if #best == 0 then redis.call('DEL', wake_key); return out end
+local served = tonumber(redis.call('GET', round_key)) or 0
+for i = 1, #best, 2 do
+  local member, round = best[i], tonumber(best[i + 1])
+  local job_key = prefix .. 'job:' .. string.sub(member, 22)
+  redis.call('ZREM', queue_key, member)
+  if redis.call('HGET', job_key, 'state') == 'queued' then
+    local entry = redis.call('XADD', stream_key, '*', 'job', redis.call('HGET', job_key, 'json'))
+    redis.call('HSET', job_key, 'entry', entry)
+  end
+  if round > served then served = round end
+end
+redis.call('SET', round_key, served)
+if redis.call('ZCARD', queue_key) == 0 then redis.call('DEL', wake_key) end
+read(need)
+return out
 """
 
 # Turn a stream entry read by a worker into a claim. Returns {'ok', token, attempt, cancel flag},
@@ -76,7 +131,7 @@ if attempts > max_deliveries then
   redis.call('XADD', dead_key, '*', 'lane', stream_key, 'entry', entry, 'job', job_id,
              'reason', 'max deliveries exceeded: ' .. last, 'at', now,
              'json', redis.call('HGET', job_key, 'json'))
-  redis.call('ZREM', queue_key, job_id); redis.call('SREM', user_key, job_id)
+  redis.call('ZREM', queue_key, redis.call('HGET', job_key, 'qm') or ''); redis.call('SREM', user_key, job_id)
   local ev = cjson.encode({type='failed', job_id=job_id, reason=reason, dead_lettered=true,
                            at=tonumber(now)})
   publish(job_key, events_key, events_maxlen, job_id, 'failed', ev)
@@ -86,7 +141,7 @@ if attempts > max_deliveries then
 end
 local token = consumer .. ':' .. attempts .. ':' .. redis.call('HGET', job_key, 'seq')
 redis.call('HSET', job_key, 'state', 'running', 'worker', consumer, 'claim', token, 'started', now)
-redis.call('ZREM', queue_key, job_id)
+redis.call('ZREM', queue_key, redis.call('HGET', job_key, 'qm') or '')
 local ev = cjson.encode({type='started', job_id=job_id, worker=consumer, attempt=attempts,
                          at=tonumber(now)})
 publish(job_key, events_key, events_maxlen, job_id, 'started', ev)
@@ -117,20 +172,21 @@ redis.call('EXPIRE', job_key, job_ttl)
 return r
 """
 
-# Give a held job back: a new stream entry at the back of its lane. Returns the new entry id,
-# or nil if the claim was lost. refund '1': this attempt does not count toward max deliveries.
+# Give a held job back: it waits again in queue:<lane> with its round and arrival stamp (so at
+# the front, where it was), and an idle worker is woken. Returns 1, or nil if the claim was lost.
+# refund '1': this attempt does not count toward max deliveries.
 RELEASE = """
-local job_key, stream_key, queue_key, positions_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job_key, stream_key, queue_key, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local token, entry, group, refund, err, job_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if redis.call('HGET', job_key, 'claim') ~= token then return false end
 redis.call('XACK', stream_key, group, entry); redis.call('XDEL', stream_key, entry)
-local new_entry = redis.call('XADD', stream_key, '*', 'job', redis.call('HGET', job_key, 'json'))
-local score = redis.call('INCR', positions_key)
-redis.call('HSET', job_key, 'state', 'queued', 'entry', new_entry, 'claim', '', 'worker', '', 'score', score)
+redis.call('HSET', job_key, 'state', 'queued', 'entry', '', 'claim', '', 'worker', '')
 if refund == '1' then redis.call('HINCRBY', job_key, 'attempts', -1) end
 if err ~= '' then redis.call('HSET', job_key, 'error', err) end
-redis.call('ZADD', queue_key, score, job_id)
-return new_entry
+local fields = redis.call('HMGET', job_key, 'round', 'qm')
+redis.call('ZADD', queue_key, tonumber(fields[1]) or 0, fields[2])
+redis.call('RPUSH', wake_key, '1'); redis.call('LTRIM', wake_key, 0, 63)
+return 1
 """
 
 # Reset a held entry's idle time. Returns {1, cancel flag}, or {0, ''} if the claim was lost.
@@ -150,9 +206,9 @@ local by, now, job_ttl, events_maxlen, job_id, group, ejson =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local state = redis.call('HGET', job_key, 'state')
 if state == 'queued' then
-  local entry = redis.call('HGET', job_key, 'entry')
-  redis.call('XACK', stream_key, group, entry); redis.call('XDEL', stream_key, entry)
-  redis.call('ZREM', queue_key, job_id); redis.call('SREM', user_key, job_id)
+  local entry = redis.call('HGET', job_key, 'entry') or ''
+  if entry ~= '' then redis.call('XACK', stream_key, group, entry); redis.call('XDEL', stream_key, entry) end
+  redis.call('ZREM', queue_key, redis.call('HGET', job_key, 'qm') or ''); redis.call('SREM', user_key, job_id)
   redis.call('HSET', job_key, 'state', 'cancelled', 'cancel', 'by:' .. by, 'finished', now)
   publish(job_key, events_key, events_maxlen, job_id, 'cancelled', ejson)
   redis.call('EXPIRE', job_key, job_ttl)
@@ -170,6 +226,7 @@ class Scripts:
     """The scripts registered on one Redis client (each call runs EVALSHA, loading on a miss)."""
 
     submit: AsyncScript
+    take: AsyncScript
     claim: AsyncScript
     publish: AsyncScript
     finish: AsyncScript
@@ -179,4 +236,4 @@ class Scripts:
 
     @classmethod
     def register(cls, redis) -> "Scripts":
-        return cls(*(redis.register_script(src) for src in (SUBMIT, CLAIM, PUBLISH, FINISH, RELEASE, HEARTBEAT, CANCEL)))
+        return cls(*(redis.register_script(src) for src in (SUBMIT, TAKE, CLAIM, PUBLISH, FINISH, RELEASE, HEARTBEAT, CANCEL)))

@@ -51,6 +51,7 @@ async def test_commands_say_the_queue_is_unavailable_and_the_loop_logs_once(harn
     await fake.wait_for(lambda: failed_reads >= 5, timeout=30)  # the loop kept trying, with backoff
     assert len([r for r in caplog.records if r.name == "bot.cogs.votes" and "unavailable (" in r.getMessage()]) == 1
     assert len(outage_lines(caplog, "unavailable (")) == 1
+    assert len([r for r in caplog.records if r.name == "bot.contests.closer" and "unavailable (" in r.getMessage()]) <= 1
     assert not [r for r in caplog.records if r.exc_info], "no tracebacks for an outage"
     assert not outage_lines(caplog, "is back after")
 

@@ -22,6 +22,7 @@ async def refusal(h, inter) -> str:
 async def assert_nothing_queued(h):
     await asyncio.sleep(0.05)
     for lane in ("fast", "imagine"):
+        assert await h.queue.queue_length(lane) == 0
         assert await h.queue.redis.xlen(f"clipbot:stream:{lane}") == 0
 
 
@@ -126,7 +127,7 @@ async def test_user_limit_and_cooldown(harness):
         assert f"position {i + 1}" in cb.json["data"]["content"]
     inter = await fake.slash("imagine", ann, prompt="a third one")
     assert "You already have 2 jobs queued or running (limit 2)" in await refusal(harness, inter)
-    assert await harness.queue.redis.xlen("clipbot:stream:imagine") == 2
+    assert await harness.queue.queue_length("imagine") == 2
     await set_config(harness, cooldown=30, max_jobs=5)
     bob = fake.user("bob")
     inter = await fake.slash("imagine", bob, prompt="a blue star")

@@ -16,7 +16,7 @@ def _kinds(names: list[str]) -> set[str]:
 
 def _built_by_keys() -> set[str]:
     k = Keys("p:")
-    samples = [k.events, k.dead, k.positions, k.workers, k.stream("fast"), k.queue("fast"), k.job("1"),
+    samples = [k.events, k.dead, k.workers, k.wake("fast"), k.round("fast"), k.fair("fast", 2), k.cooldown(3, 4), k.stream("fast"), k.queue("fast"), k.job("1"),
                k.user(2), k.blob("ab"), k.worker("w"), k.applied("bot", "1"), k.quota(3, 4, "20261129"),
                k.blob_sizes, k.blob_expiry, k.blob_bytes]
     assert all(s.startswith("p:") for s in samples)
@@ -38,7 +38,7 @@ def _readme_table() -> set[str]:
 
 def test_the_key_tables_and_the_key_builder_agree():
     built = _built_by_keys()
-    assert built == {"events", "dead", "positions", "workers", "stream", "queue", "job", "user", "blob",
-                     "worker", "applied", "quota", "blobs"}
+    assert built == {"events", "dead", "workers", "stream", "queue", "wake", "round", "fair", "job", "user",
+                     "blob", "worker", "applied", "quota", "cooldown", "blobs"}
     assert _docstring_table() == built
     assert _readme_table() == built | {"bot"}  # bot:* is the bot's own namespace (bot/ modules name their keys)

@@ -76,5 +76,6 @@ async def test_bot_metrics_read_the_queue_and_count_429s(harness):
     assert [c.status for c in fake.find_calls("GET", r"/guilds/\d+$")] == [429, 200]
     assert (await scrape(port))[("clipbot_discord_rate_limited_total", ())] == 1
     # a queued job cancelled: the depth follows the real queue
-    await q.cancel((await q.redis.zrange(q.keys.queue(FAST), 0, 0))[0].decode())
+    first = (await q.redis.zrange(q.keys.queue(FAST), 0, 0))[0].decode()  # "<arrival stamp>:<job id>"
+    await q.cancel(first.partition(":")[2])
     assert (await scrape(port))[("clipbot_queue_depth", (("lane", FAST),))] == await q.queue_length(FAST) == 2
