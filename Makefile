@@ -1,4 +1,4 @@
-# clipbot — make install | test | run | demo | models | models-real | bench
+# clipbot — make install | test | lint | run | demo | models | models-real | bench
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.clipbot-installed
 TORCH := torch==2.13.0
 TAMING := taming-transformers-rom1504==0.0.6
 
-.PHONY: install test run worker demo models
+.PHONY: install test lint run worker demo models
 .DEFAULT_GOAL := test
 
 install: $(STAMP)
@@ -30,6 +30,9 @@ $(STAMP): pyproject.toml
 	@# taming's own requirements pin ancient packages; worker/vqgan_compat.py stands in for them
 	$(PIP) install --no-deps $(TAMING)
 	@touch $(STAMP)
+
+lint: install
+	$(PY) -m ruff check .
 
 test: install
 	$(PY) -m pytest tests/ -q

@@ -30,8 +30,7 @@ def run_path(path: str, quick: bool, threads: int | None, timeout_s: float, tiny
         env["CLIPBOT_BENCH_THREADS"] = str(threads)
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
-    proc = subprocess.run(cmd, cwd=RESULTS.parent.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, timeout=timeout_s)
+    proc = subprocess.run(cmd, cwd=RESULTS.parent.parent, env=env, capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise RuntimeError(f"bench.{path} exited {proc.returncode}:\n{tail}")

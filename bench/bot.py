@@ -25,8 +25,8 @@ from bench.common import latency_stats, pct, redis_server
 
 async def main_async(n: int, steps: int, step_delay: float, edit_interval_s: float) -> dict:
     from jobs.keys import IMAGINE
-    from tests.fake_discord import FakeDiscord
     from tests.bot_harness import Harness, ScriptedWorker
+    from tests.fake_discord import FakeDiscord
 
     out: dict[str, float] = {}
     with redis_server() as url:

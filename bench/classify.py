@@ -41,10 +41,10 @@ def shape_pngs(n: int, size: int = 512, seed: int = 0) -> list[bytes]:
 
 def measure(clip, repeats_b1: int, repeats_b32: int) -> dict:
     from jobs.schemas import ClassifyJob
+    from jobs.validation.images import decode_image
+    from worker.api import QuietContext
     from worker.clip.classify import DEFAULT_TEMPLATES, label_embeddings
     from worker.clip.handlers import ClipHandlers
-    from worker.api import QuietContext
-    from jobs.validation.images import decode_image
 
     pngs = shape_pngs(32)
     ctx = QuietContext({f"{i:032x}": b for i, b in enumerate(pngs)})

@@ -27,10 +27,10 @@ import sys
 import time
 
 from bench.common import latency_stats, ms, pct, redis_server
-from jobs.schemas import FindJob, Result, Started
 from jobs.events import decode_event
 from jobs.keys import FAST
 from jobs.queue import Queue
+from jobs.schemas import FindJob, Result, Started
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,13 +74,14 @@ async def events_by_job(q: Queue) -> dict[str, dict]:
             entries = entries[1:]
         if not entries:
             return out
-        for entry_id, fields in entries:
+        for _entry_id, fields in entries:
             ev = decode_event(fields)
             if isinstance(ev, Started):
                 out.setdefault(ev.job_id, {})["started"] = ev
             elif isinstance(ev, Result):
                 out.setdefault(ev.job_id, {})["result"] = ev
-        last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        last_id = entries[-1][0]
+        last = last_id.decode() if isinstance(last_id, bytes) else last_id
 
 
 async def wait_results(q: Queue, ids: list[str], timeout_s: float) -> dict[str, dict]:
@@ -114,9 +115,9 @@ async def pickup_latencies(q: Queue, n: int) -> tuple[list[float], list[float]]:
 async def idle_pickup(url: str, n: int, queued: int) -> dict:
     """Idle worker; then again with `queued` imagine jobs waiting in the other lane (a deep
     generation backlog must not slow the fast lane)."""
-    from jobs.schemas import ImagineJob
     from jobs.keys import IMAGINE
     from jobs.queue import queue_from_url
+    from jobs.schemas import ImagineJob
 
     q = queue_from_url(url)
     procs = [start_worker(url, "idle-1", 30, 5)]

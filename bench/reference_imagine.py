@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from jobs.settings import ImagineConfig
-from worker.imagine.maths import clamp_with_grad, spherical_distance
 from jobs.validation.prompts import parse_prompts
+from worker.imagine.maths import clamp_with_grad, spherical_distance
 
 
 class ReferenceImagine:

@@ -16,11 +16,6 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from jobs.blobs import STORE_FULL
-from jobs.schemas import Job
-from jobs.events import EventReader
-from jobs.queue import Queue
-
 from bot import limits
 from bot.dispatcher import EventDispatcher
 from bot.guild_config import GuildConfig, GuildConfigStore
@@ -33,8 +28,12 @@ from bot.quota import quota_refusal
 from bot.registration import sync_commands
 from bot.shards import APPLIED_AS, ShardPlan
 from bot.text import code_text
-from jobs.settings import Settings
 from bot.votes import VoteBook
+from jobs.blobs import STORE_FULL
+from jobs.events import EventReader
+from jobs.queue import Queue
+from jobs.schemas import Job
+from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 

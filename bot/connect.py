@@ -127,7 +127,7 @@ class Connector:
     async def _sleep(self, delay: float) -> None:
         try:
             await asyncio.wait_for(self._stop.wait(), delay)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def run(self) -> None:

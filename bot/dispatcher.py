@@ -22,12 +22,11 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
-from jobs.schemas import Event, FINAL_EVENTS
-from jobs.events import EventEntry, EventReader
-from jobs.retry import DEFAULT_RETRY
-
 from bot.jobstore import JobRecord, JobStore
 from bot.outage import REDIS_UNAVAILABLE, OutageLog
+from jobs.events import EventEntry, EventReader
+from jobs.retry import DEFAULT_RETRY
+from jobs.schemas import FINAL_EVENTS, Event
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +42,10 @@ class Renderer(ABC):
     async def render(self, job_id: str, record: JobRecord, event: Event) -> None:
         """Show one event of the job; raising discord.DiscordServerError makes the dispatcher retry it."""
 
-    async def forget(self, job_id: str) -> None:
+    async def forget(self, job_id: str) -> None:  # noqa: B027 - optional hook: by default nothing is kept
         """The job's task ended (final event or long silence): drop what is kept for it."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook: by default nothing is in flight
         """The bot is stopping: finish or drop whatever is in flight."""
 
 
@@ -135,7 +134,7 @@ class EventDispatcher:
         while not self._stopping:  # the flag as well as cancel(): redis-py can swallow a CancelledError
             try:
                 entry = await asyncio.wait_for(job.inbox.get(), timeout=1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 idle_s += 1
                 if idle_s >= IDLE_LIMIT_S:
                     break

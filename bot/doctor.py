@@ -20,8 +20,8 @@ from bot.guild_config import GuildConfig, GuildConfigStore
 from bot.permissions import CHANNEL_NEEDS, invite_url, missing
 from bot.registration import registered_commands
 from jobs.checks import Report, check_redis, check_workers
-from jobs.settings import SettingsError, load_settings
 from jobs.queue import queue_from_url
+from jobs.settings import SettingsError, load_settings
 
 PERMISSIONS_FIX = ("give the bot's role these permissions in that channel (Edit Channel > Permissions), "
                    "or invite it again with the link from `python -m bot invite`")

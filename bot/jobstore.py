@@ -10,7 +10,7 @@ import time
 
 from pydantic import BaseModel, Field
 
-from jobs.schemas import Job, JOB_ADAPTER
+from jobs.schemas import JOB_ADAPTER, Job
 
 
 class JobRecord(BaseModel):

@@ -9,16 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from jobs.keys import Keys
-from jobs.schemas import MAX_PROMPT_CHARS, MAX_QUERY_CHARS
-from jobs.validation import JobError
-from jobs.validation.labels import validate_labels
-from jobs.validation.images import SUPPORTED_NAMES, decode_image, describe_content, sniff_image_type
-from jobs.validation.prompts import parse_prompts
-
 from bot.guild_config import GuildConfig
 from bot.text import code_text, member_text
+from jobs.keys import Keys
+from jobs.schemas import MAX_PROMPT_CHARS, MAX_QUERY_CHARS
 from jobs.settings import Settings
+from jobs.validation import JobError
+from jobs.validation.images import SUPPORTED_NAMES, decode_image, describe_content, sniff_image_type
+from jobs.validation.labels import validate_labels
+from jobs.validation.prompts import parse_prompts
 
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 

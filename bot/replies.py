@@ -11,12 +11,11 @@ from collections.abc import Callable
 
 import discord
 
-from jobs.schemas import Event, FINAL_EVENTS
-
 from bot.app import ClipBot
 from bot.dispatcher import Renderer
 from bot.jobstore import JobRecord
 from bot.text import user_mentions
+from jobs.schemas import FINAL_EVENTS, Event
 
 log = logging.getLogger(__name__)
 

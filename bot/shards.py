@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobs.settings import Settings
-
 from bot.jobstore import JobRecord
+from jobs.settings import Settings
 
 ALL_SHARDS_GROUP = "bot"
 APPLIED_AS = "bot"  # every bot process records shown events under this name
@@ -40,7 +39,7 @@ class ShardPlan:
     ids: tuple[int, ...] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ShardPlan":
+    def from_settings(cls, settings: Settings) -> ShardPlan:
         ids = tuple(int(n) for n in settings.shard_ids.split(",")) if settings.shard_ids else None
         if ids is not None and settings.shard_count is not None and len(ids) == settings.shard_count:
             ids = None  # all of them, spelled out

@@ -104,7 +104,7 @@ class RedisServer:
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             return False
 
-    def start(self, timeout_s: float = 10.0) -> "RedisServer":
+    def start(self, timeout_s: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.pidfile.stop_stale("embedded Redis"):  # its owner was killed: stop it, then start ours
             self.socket_path.unlink(missing_ok=True)
@@ -158,7 +158,7 @@ class RedisServer:
         self.stop()
         self.start()
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -43,7 +43,7 @@ class RetryPolicy:
         """The wait after `failures` failures in a row (1 = the first)."""
         return min(self.first_delay_s * 2 ** max(failures - 1, 0), self.max_delay_s)
 
-    def backoff(self) -> "Backoff":
+    def backoff(self) -> Backoff:
         return Backoff(self)
 
     async def call(self, make_call: Callable[[], Awaitable[T]]) -> T:

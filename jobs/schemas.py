@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -169,7 +169,7 @@ class ImagineJob(_JobBase):
     parent_index: int | None = Field(default=None, ge=1, le=MAX_COUNT)
 
 
-Job = Annotated[Union[ClassifyJob, IndexJob, FindJob, ImagineJob], Field(discriminator="kind")]
+Job = Annotated[ClassifyJob | IndexJob | FindJob | ImagineJob, Field(discriminator="kind")]
 JOB_ADAPTER: TypeAdapter[Job] = TypeAdapter(Job)
 
 
@@ -223,7 +223,7 @@ class Cancelled(_EventBase):
     by: int | None = None
 
 
-Event = Annotated[Union[Queued, Started, Progress, Result, Failed, Cancelled], Field(discriminator="type")]
+Event = Annotated[Queued | Started | Progress | Result | Failed | Cancelled, Field(discriminator="type")]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 FINAL_EVENTS = (Result, Failed, Cancelled)
 

@@ -235,5 +235,5 @@ class Scripts:
     cancel: AsyncScript
 
     @classmethod
-    def register(cls, redis) -> "Scripts":
+    def register(cls, redis) -> Scripts:
         return cls(*(redis.register_script(src) for src in (SUBMIT, TAKE, CLAIM, PUBLISH, FINISH, RELEASE, HEARTBEAT, CANCEL)))

@@ -202,7 +202,7 @@ class Settings(BaseSettings):
         return ",".join(str(n) for n in sorted(map(int, items)))
 
     @model_validator(mode="after")
-    def _shards_within_count(self) -> "Settings":
+    def _shards_within_count(self) -> Settings:
         if self.shard_ids is None:
             return self
         if self.shard_count is None:
@@ -212,7 +212,7 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _heartbeat_under_visibility(self) -> "Settings":
+    def _heartbeat_under_visibility(self) -> Settings:
         if self.heartbeat_s * 2 > self.visibility_timeout_s:
             raise ValueError(
                 f"CLIPBOT_HEARTBEAT_S ({self.heartbeat_s}) must be at most half of "

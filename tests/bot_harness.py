@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from jobs.schemas import Cancelled, Progress, Result, Started
+from bot.app import ClipBot, point_discord_at
 from jobs.client import cancel_by
 from jobs.keys import FAST, IMAGINE
 from jobs.queue import Queue, queue_from_url
-
-from bot.app import ClipBot, point_discord_at
+from jobs.schemas import Cancelled, Progress, Result, Started
 from jobs.settings import Settings
 from tests.fake_discord import FakeDiscord
+
 
 def png_bytes(size=(64, 64), color=(200, 30, 30)) -> bytes:
     buf = io.BytesIO()
@@ -101,7 +101,7 @@ class ScriptedWorker:
         self.hold_fast.set()  # the same for classify / find / index
         self._task: asyncio.Task | None = None
 
-    def start(self) -> "ScriptedWorker":
+    def start(self) -> ScriptedWorker:
         self._task = asyncio.create_task(self._run())
         return self
 
@@ -132,7 +132,7 @@ class ScriptedWorker:
             n = len(job.labels)
             scores = [2.0 ** -(i + 1) for i in range(n)]
             scores[-1] += 1 - sum(scores)
-            data = {"labels": [{"label": l, "score": s} for l, s in zip(job.labels, scores)]}
+            data = {"labels": [{"label": label, "score": s} for label, s in zip(job.labels, scores)]}
             await q.finish(d, Result(job_id=job.id, seq=0, data=data))
         elif job.kind == "index":
             items = self.gallery.setdefault(job.guild, [])

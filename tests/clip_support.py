@@ -16,14 +16,14 @@ from tests.factories import make_clip_dir
 SHIPPED_CLIP = Path(__file__).resolve().parent.parent / "models" / "clip-shapes"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_clip_dir() -> Path:
     root = Path(tempfile.mkdtemp(prefix="tiny-clip-"))
     atexit.register(shutil.rmtree, root, True)
     return make_clip_dir(root / "tiny-clip")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_clip():
     """One loaded tiny CLIP for the whole run (read-only: eval mode, no grads)."""
     from worker.clip.model import load_clip

@@ -21,8 +21,9 @@ import itertools
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -36,7 +37,7 @@ def snowflake() -> int:
 
 
 def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 # Permission bits we care about (discord.Permissions values).
@@ -109,7 +110,7 @@ class _Failure:
     status: int
     times: int
     retry_after: float
-    where: Callable[["Call"], bool] | None = None
+    where: Callable[[Call], bool] | None = None
 
 
 class FakeDiscord:
@@ -144,7 +145,7 @@ class FakeDiscord:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, port: int = 0) -> "FakeDiscord":
+    async def start(self, port: int = 0) -> FakeDiscord:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/cdn/{path:.*}", self._cdn)
@@ -160,7 +161,7 @@ class FakeDiscord:
         for ws in list(self._sockets):
             try:
                 await asyncio.wait_for(ws.close(), 2)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self._runner:
             await asyncio.wait_for(self._runner.cleanup(), 10)
@@ -286,7 +287,7 @@ class FakeDiscord:
                     raise AssertionError(f"timed out after {timeout}s waiting for condition; last calls:\n{tail}")
                 try:
                     await asyncio.wait_for(self._changed.wait(), timeout=min(left, 0.25))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def wait_call(self, method: str, path: str, since: float = 0.0, timeout: float = 20.0,

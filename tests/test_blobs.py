@@ -10,12 +10,12 @@ import redis.asyncio as aioredis
 from jobs.blobs import STORE_FULL
 from jobs.queue import Queue
 from jobs.schemas import ClassifyJob, FindJob, ImagineJob, Result
-from worker.api import JobCancelled, Outcome
-from worker.loop import Worker
-from worker.setup import WorkerSetup
 from tests import worker_fakes
 from tests.bot_harness import harness, png_bytes  # noqa: F401
 from tests.fake_discord import EPHEMERAL
+from worker.api import JobCancelled, Outcome
+from worker.loop import Worker
+from worker.setup import WorkerSetup
 
 
 async def _counted(q: Queue) -> tuple[int, int, int]:
@@ -151,7 +151,7 @@ async def test_twenty_generations_keep_blob_bytes_bounded_and_what_buttons_need(
             n = min(CAPACITY, jobs_total - wave)
             for i in range(n):
                 await fake.slash("imagine", users[i], prompt=f"a red circle {wave + i}", steps=STEPS)
-            await wait_until(lambda: _submitted(q, wave + n), 30, "jobs were not queued")
+            await wait_until(lambda wave=wave, n=n: _submitted(q, wave + n), 30, "jobs were not queued")
             ids = await _job_ids(q, wave, n)
             for job_id in ids:
                 result = await _result_of(q, job_id)

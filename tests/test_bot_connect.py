@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 from jobs.embedded import free_port
-from tests.fake_discord import FakeDiscord
 from tests.bot_harness import harness  # noqa: F401
+from tests.fake_discord import FakeDiscord
 
 
 def bot_process(port: int, redis_url: str, log_path, token: str = "test-token") -> subprocess.Popen:

@@ -10,8 +10,8 @@ import datetime as dt
 import pytest
 
 from bot.contests.store import ContestStore
-from tests.fake_discord import EPHEMERAL, PERM_MANAGE_GUILD, PERM_VIEW_SEND
 from tests.bot_harness import ScriptedWorker, harness  # noqa: F401
+from tests.fake_discord import EPHEMERAL, PERM_MANAGE_GUILD, PERM_VIEW_SEND
 
 ADMIN = PERM_VIEW_SEND | PERM_MANAGE_GUILD
 

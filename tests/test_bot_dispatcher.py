@@ -6,12 +6,11 @@ import asyncio
 
 import pytest
 
-from jobs.schemas import ClassifyJob, Event, FindJob, Progress, Result
-from jobs.events import EventReader
-from jobs.keys import FAST
-
 from bot.dispatcher import EventDispatcher, Renderer
 from bot.jobstore import JobRecord, JobStore, record_for
+from jobs.events import EventReader
+from jobs.keys import FAST
+from jobs.schemas import ClassifyJob, Event, FindJob, Progress, Result
 
 
 class RecordingRenderer(Renderer):

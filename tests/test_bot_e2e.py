@@ -15,11 +15,10 @@ import pytest
 from PIL import Image
 
 from jobs.embedded import RedisServer, free_port
+from jobs.local_worker import spawn_worker
+from tests.bot_harness import Harness, png_bytes
 from tests.factories import make_clip_dir, make_vqgan_files
 from tests.fake_discord import EPHEMERAL, FakeDiscord
-from tests.bot_harness import Harness, png_bytes
-from jobs.local_worker import spawn_worker
-
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +96,7 @@ async def test_classify_with_the_real_worker(h):
     assert cb.json["type"] == 5 and cb.at - inter.sent_at < 3.0
     final = await fake.wait_call("PATCH", rf"/webhooks/\d+/{inter.token}/messages/",
                                  where=lambda c: "```" in (c.json or {}).get("content", ""), timeout=60)
-    rows = [l for l in final.json["content"].split("\n") if l.endswith("%")]
+    rows = [line for line in final.json["content"].split("\n") if line.endswith("%")]
     assert sorted(r.split()[0] for r in rows) == ["blue", "green", "red"]
     pct = [float(r.rsplit(" ", 1)[-1].rstrip("%")) for r in rows]
     assert pct == sorted(pct, reverse=True) and abs(sum(pct) - 100) < 0.5

@@ -3,9 +3,9 @@ import asyncio
 
 import pytest
 
-from tests.fake_discord import EPHEMERAL, PERM_MANAGE_GUILD, PERM_MANAGE_MESSAGES, PERM_VIEW_SEND
-from tests.bot_harness import ScriptedWorker, harness, png_bytes  # noqa: F401
 from bot.text import member_text
+from tests.bot_harness import ScriptedWorker, harness, png_bytes  # noqa: F401
+from tests.fake_discord import EPHEMERAL, PERM_MANAGE_GUILD, PERM_MANAGE_MESSAGES, PERM_VIEW_SEND
 
 
 @pytest.fixture
@@ -44,8 +44,8 @@ async def test_classify_defers_fast_and_answers_with_a_bar_chart(harness, worker
                                  where=lambda c: "```" in (c.json or {}).get("content", ""))
     text = final.json["content"]
     assert "**red circle**" in text
-    lines = [l for l in text.split("\n") if "%" in l]
-    assert [l.split()[0] for l in lines] == ["red", "blue", "green"]  # ranked
+    lines = [line for line in text.split("\n") if "%" in line]
+    assert [line.split()[0] for line in lines] == ["red", "blue", "green"]  # ranked
     assert "50.0%" in lines[0]
     job = worker.seen[0]
     assert job.kind == "classify" and job.labels == ["red circle", "blue square", "green star"]
@@ -251,7 +251,7 @@ async def test_forbidden_channel_and_5xx(harness, worker):
     _, _, m2 = await run_imagine(harness, fake.user("bob"), "a white star")
     fake.fail_next("PATCH", rf"/channels/\d+/messages/{m2['id']}$", 500, times=1)
     worker.hold.set()
-    final = await fake.wait_call("PATCH", rf"/channels/\d+/messages/{m2['id']}$",
+    await fake.wait_call("PATCH", rf"/channels/\d+/messages/{m2['id']}$",
                                  where=lambda c: any(f.filename == "imagine.png" for f in c.files), timeout=30)
     statuses = [c.status for c in fake.find_calls("PATCH", rf"/channels/\d+/messages/{m2['id']}$")]
     assert 500 in statuses and statuses[-1] == 200, statuses

@@ -13,8 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import discord
 import pytest
 
-from bot.permissions import (CHANNEL_NEEDS, FEATURES, NoApplicationId, application_id_from_token,
-                             invite_permissions)
+from bot.permissions import CHANNEL_NEEDS, FEATURES, NoApplicationId, application_id_from_token, invite_permissions
 
 APP_ID = 1234567890123456789
 TOKEN = base64.b64encode(str(APP_ID).encode()).decode().rstrip("=") + ".GxYzAb.signaturepart"

@@ -2,8 +2,8 @@
 through the real bot, the fake Discord, a real Redis and the scripted worker."""
 import pytest
 
-from tests.fake_discord import EPHEMERAL, PERM_MANAGE_GUILD, PERM_VIEW_SEND
 from tests.bot_harness import ScriptedWorker, harness, png_bytes  # noqa: F401
+from tests.fake_discord import EPHEMERAL, PERM_MANAGE_GUILD, PERM_VIEW_SEND
 from tests.test_bot_refusals import assert_nothing_queued, refusal
 
 

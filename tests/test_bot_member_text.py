@@ -7,7 +7,6 @@ who asked; no raw mention, no masked link and no markdown of the member's surviv
 """
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 
@@ -17,9 +16,8 @@ from bot import text
 from bot.cogs import classify, find, gallery
 from bot.jobstore import record_for
 from jobs.schemas import ClassifyJob, Failed, FindJob, IndexJob
-
-from tests.fake_discord import EPHEMERAL, PERM_MANAGE_GUILD, PERM_VIEW_SEND, Call
 from tests.bot_harness import ScriptedWorker, harness, png_bytes  # noqa: F401
+from tests.fake_discord import EPHEMERAL, PERM_MANAGE_GUILD, PERM_VIEW_SEND, Call
 
 HOSTILE = "@everyone <@&123> <@456> [click](https://evil.example) **bold** `code` ||spoiler||"
 # '|' separates weighted prompts, so a prompt carries strikethrough instead of a spoiler

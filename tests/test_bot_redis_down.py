@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from tests.fake_discord import EPHEMERAL
 from tests.bot_harness import ScriptedWorker, harness  # noqa: F401
+from tests.fake_discord import EPHEMERAL
 
 
 async def private_answer(fake, inter) -> str:

@@ -3,8 +3,8 @@ import asyncio
 
 import pytest
 
-from tests.fake_discord import EPHEMERAL, PERM_MANAGE_GUILD, PERM_VIEW_SEND
 from tests.bot_harness import harness, png_bytes  # noqa: F401
+from tests.fake_discord import EPHEMERAL, PERM_MANAGE_GUILD, PERM_VIEW_SEND
 
 MiB = 1024 * 1024
 

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
+from tests.bot_harness import PICTURE_COLOURS, ScriptedWorker, frame_colour, harness, png_bytes  # noqa: F401
 from tests.fake_discord import EPHEMERAL, PERM_MANAGE_GUILD, PERM_VIEW_SEND
-from tests.bot_harness import ScriptedWorker, frame_colour, harness, png_bytes, PICTURE_COLOURS  # noqa: F401
 from tests.test_bot_flows import components_custom_ids, run_imagine
 from tests.test_bot_refusals import assert_nothing_queued, refusal
 
@@ -32,6 +32,7 @@ async def finished(h, msg, worker, n=1):
 
 def pixel(data: bytes) -> tuple:
     from io import BytesIO
+
     from PIL import Image
     return Image.open(BytesIO(data)).convert("RGB").getpixel((5, 5))
 

@@ -8,8 +8,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.votes import Generation, VoteBook
-from tests.fake_discord import PERM_MANAGE_GUILD, PERM_VIEW_SEND
 from tests.bot_harness import ScriptedWorker, harness  # noqa: F401
+from tests.fake_discord import PERM_MANAGE_GUILD, PERM_VIEW_SEND
 
 
 @pytest.fixture

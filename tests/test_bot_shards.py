@@ -11,16 +11,15 @@ import sys
 
 import pytest
 
+from bot.dispatcher import EventDispatcher, Renderer
+from bot.jobstore import JobRecord, JobStore, record_for
+from bot.shards import APPLIED_AS, ShardPlan, problem, shard_of
+from bot.votes import VoteBook
 from jobs.events import EventReader
 from jobs.keys import FAST, Keys
 from jobs.queue import queue_from_url
 from jobs.schemas import ClassifyJob, Event, Progress, Result
 from jobs.settings import SettingsError, load_settings
-
-from bot.dispatcher import EventDispatcher, Renderer
-from bot.jobstore import JobRecord, JobStore, record_for
-from bot.shards import APPLIED_AS, ShardPlan, problem, shard_of
-from bot.votes import VoteBook
 from tests.bot_harness import ScriptedWorker, harness  # noqa: F401
 from tests.fake_discord import FakeDiscord
 
@@ -242,7 +241,7 @@ def stop(proc) -> None:
 
 async def test_two_bot_processes_share_one_redis(redis_server, tmp_path):
     fake = await FakeDiscord().start()
-    (ga, ca), (gb, cb) = fake.add_guild("a", 0, 2), fake.add_guild("b", 1, 2)
+    (_, ca), (gb, cb) = fake.add_guild("a", 0, 2), fake.add_guild("b", 1, 2)
     queue = queue_from_url(redis_server.url)
     worker = ScriptedWorker(queue, steps=5, step_delay=0.05).start()
     procs = [bot_process(fake, redis_server.url, shard, tmp_path / f"bot-{shard}.log") for shard in (0, 1)]

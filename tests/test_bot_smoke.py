@@ -1,6 +1,6 @@
 """The bot starts against the fake Discord, registers its commands, and answers a bad command privately."""
-from tests.fake_discord import EPHEMERAL
 from tests.bot_harness import harness, png_bytes  # noqa: F401
+from tests.fake_discord import EPHEMERAL
 
 
 async def test_bot_registers_commands_with_contract_option_names(harness):

@@ -9,8 +9,8 @@ from bot import limits, render
 from bot.guild_config import GuildConfig
 from bot.limits import AttachmentMeta, Refused
 from bot.progress import LatestFrameEditor
-from jobs.settings import Settings
 from bot.votes import Generation, VoteBook
+from jobs.settings import Settings
 from tests.bot_harness import png_bytes
 
 S = Settings()

@@ -12,7 +12,6 @@ from tests.clip_support import tiny_clip
 from worker.api import JobError
 from worker.clip.classify import DEFAULT_TEMPLATES, classify, label_embeddings, validate_labels
 
-
 # ----------------------------------------------------------------------------- validate_labels
 
 

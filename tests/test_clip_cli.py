@@ -17,8 +17,8 @@ from worker.api import JobError
 from worker.cli import build_parser
 from worker.clip.cli import classify_main
 from worker.clip.handlers import ClipHandlers
-from worker.setup import WorkerSetup
 from worker.runner import LocalRunner
+from worker.setup import WorkerSetup
 
 REPO = Path(__file__).resolve().parent.parent
 

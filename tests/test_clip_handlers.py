@@ -13,8 +13,8 @@ from jobs.schemas import ClassifyJob, FindJob, GalleryItem, IndexJob
 from tests.clip_support import tiny_clip
 from worker.api import JobError
 from worker.clip.handlers import ClipHandlers
-from worker.setup import WorkerSetup
 from worker.runner import LocalRunner
+from worker.setup import WorkerSetup
 
 GUILD = 42
 

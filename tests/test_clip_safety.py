@@ -16,9 +16,9 @@ from PIL import Image
 
 from jobs.schemas import ClassifyJob, GalleryItem, ImagineJob, IndexJob, SafetyPolicy, safety_of
 from jobs.settings import ImagineConfig
-from tests.test_clip_shipped import draw
 from tests.clip_support import SHIPPED_CLIP, shipped_clip_available
 from tests.imagine_support import RecordingContext, _one_thread  # noqa: F401 (autouse: one torch thread)
+from tests.test_clip_shipped import draw
 from worker.api import JobError, Outcome
 from worker.clip.handlers import ClipHandlers
 from worker.clip.safety import NEUTRAL_LABELS, check, refuse_if_flagged

@@ -18,8 +18,8 @@ from jobs.schemas import FindJob, GalleryItem, IndexJob
 from tests.clip_support import SHIPPED_CLIP, shipped_clip_available
 from worker.clip.classify import classify
 from worker.clip.handlers import ClipHandlers
-from worker.setup import WorkerSetup
 from worker.runner import LocalRunner
+from worker.setup import WorkerSetup
 
 pytestmark = pytest.mark.skipif(not shipped_clip_available(), reason="models/clip-shapes is not trained/committed yet")
 

@@ -9,8 +9,8 @@ import sys
 
 from bot.guild_config import GuildConfig, GuildConfigStore
 from jobs.embedded import free_port
-from tests.fake_discord import FakeDiscord
 from tests.bot_harness import harness  # noqa: F401
+from tests.fake_discord import FakeDiscord
 
 PERM_ATTACH_FILES = 1 << 15
 

@@ -9,10 +9,10 @@ import time
 
 from jobs.checks import Report, check_workers
 from jobs.embedded import free_port
-from jobs.settings import Settings
 from jobs.keys import FAST
 from jobs.queue import queue_from_url
 from jobs.registry import WorkerInfo
+from jobs.settings import Settings
 
 
 def doctor(*args: str, **env: str) -> tuple[int, dict[str, dict]]:

@@ -3,13 +3,12 @@ the bot's estimate from them (bot.eta), then the queued message and /queue throu
 import asyncio
 from types import SimpleNamespace
 
+from bot.eta import describe, queue_etas
 from jobs.registry import WorkerInfo
 from jobs.schemas import ImagineJob
-from worker.step_rates import StepRates
-
-from bot.eta import describe, queue_etas
 from tests.bot_harness import harness  # noqa: F401
 from tests.fake_discord import EPHEMERAL
+from worker.step_rates import StepRates
 
 
 class Clock:

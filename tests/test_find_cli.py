@@ -17,8 +17,8 @@ from worker.api import JobError
 from worker.cli import build_parser
 from worker.clip.cli import find_main
 from worker.clip.handlers import ClipHandlers
-from worker.setup import WorkerSetup
 from worker.runner import LocalRunner
+from worker.setup import WorkerSetup
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,8 +91,8 @@ def test_local_find_uses_the_disk_cache(folder, tmp_path, capsys):
 
 def test_local_find_ranks_by_the_models_cosine(folder, tmp_path, capsys):
     """A random model has no semantics; what is checked is the ranking against brute force."""
-    from worker.clip.model import get_clip
     from jobs.validation.images import decode_image
+    from worker.clip.model import get_clip
 
     hits, _ = run_find(capsys, "a red circle", "--images", str(folder), "--top", "10", "--cache-dir",
                        str(tmp_path / "c"), "--clip-model", str(tiny_clip_dir()), "--json")

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worker.api import JobError
 from jobs.validation.images import (
     ImageRejected,
     decode_image,
@@ -21,6 +20,7 @@ from jobs.validation.images import (
     encode_png,
     sniff_image_type,
 )
+from worker.api import JobError
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 

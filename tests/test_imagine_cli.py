@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from jobs.schemas import ImagineJob
+from jobs.settings import ImagineConfig, SettingsError, load_settings
 from tests.factories import make_clip_dir, make_vqgan_files
 from tests.imagine_support import _one_thread, png_bytes, tiny_config, tiny_models  # noqa: F401
 from worker.api import JobError
 from worker.cli import build_parser
 from worker.imagine.cli import imagine_main, parse_size
 from worker.imagine.engine import ImagineEngine
-from jobs.schemas import ImagineJob
-from jobs.settings import ImagineConfig, SettingsError, load_settings
-from worker.setup import WorkerSetup
 from worker.runner import LocalRunner
+from worker.setup import WorkerSetup
 
 ROOT = Path(__file__).resolve().parents[1]
 

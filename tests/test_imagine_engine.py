@@ -6,13 +6,19 @@ import pytest
 import torch
 from PIL import Image
 
-from jobs.schemas import ImagineJob, ImagePrompt
+from jobs.schemas import ImagePrompt, ImagineJob
 from tests.imagine_support import (  # noqa: F401
-    RecordingContext, _one_thread, png_bytes, png_pixels, psnr, tiny_config, tiny_models,
+    RecordingContext,
+    _one_thread,
+    png_bytes,
+    png_pixels,
+    psnr,
+    tiny_config,
+    tiny_models,
 )
 from worker.api import JobCancelled, JobError
-from worker.imagine.engine import ImagineEngine, imagine
 from worker.imagine import media
+from worker.imagine.engine import ImagineEngine, imagine
 from worker.imagine.media import encode_gif
 
 
@@ -232,7 +238,6 @@ def test_canvas_start_and_its_weight(models):
             engine.step()
         return start, run.z.detach(), engine.pop_finished()[0][1]
 
-    f = vqgan.factor
     plain = torch.tensor([1.0, 0.5, 0.0]).view(1, 3, 1, 1).expand(1, 3, 32, 32).contiguous()
     start, free_end, free = latent_after(canvas="#ff8000", canvas_weight=0.0, gif_frames=31)
     assert torch.equal(start, vqgan.encode(plain))  # the encoded orange canvas

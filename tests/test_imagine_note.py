@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_imagine_cli import args_for, runner  # noqa: F401  (the tiny-model LocalRunner fixture)
 from tests.imagine_support import _one_thread  # noqa: F401
+from tests.test_imagine_cli import args_for, runner  # noqa: F401  (the tiny-model LocalRunner fixture)
 from worker.imagine.cli import imagine_main
 from worker.imagine.vocabulary import NOTE, content_words, model_vocabulary, note_for, unknown_subject_note, whole_words
 

@@ -9,7 +9,7 @@ from jobs.embedded import free_port
 from jobs.keys import FAST, IMAGINE
 from jobs.schemas import FindJob, ImagineJob
 from tests.bot_harness import harness  # noqa: F401
-from tests.test_worker_death import job_events, live_workers, wait_for
+from tests.test_worker_death import job_events, live_workers
 
 
 async def scrape(port: int) -> dict[tuple[str, tuple], float]:

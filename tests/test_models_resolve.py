@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from jobs.settings import ImagineConfig, load_settings
-from tests.model_server import ModelServer
 from tests.imagine_support import RecordingContext, _one_thread  # noqa: F401
+from tests.model_server import ModelServer
 from worker.models import catalogue
 from worker.models.resolve import apply_profile, resolve_models
 from worker.models.store import ModelError, fetch_model

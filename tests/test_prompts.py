@@ -5,12 +5,11 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from pydantic import ValidationError
 
 from jobs.schemas import MAX_PROMPT_CHARS, ImagePrompt, parse_job
-from worker.api import JobError
 from jobs.validation.prompts import MAX_PROMPTS, MAX_WEIGHT, Prompt, parse_prompts
+from worker.api import JobError
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,6 @@
 their limit in the registry (config budget lowered by the GPU memory planner), the bot compares."""
 from __future__ import annotations
 
-import pytest
-
 from bot.capacity import check_size, size_refusal
 from jobs.registry import WorkerInfo
 from tests import worker_fakes

@@ -14,7 +14,14 @@ from worker.training import evaluate as E
 from worker.training import foreign
 from worker.training import shapes as S
 from worker.training.clip_train import (
-    TRAIN_PAIRS, ClipModelConfig, ClipTrainConfig, build_clip, composition_captions, greyscale, init_vision_tower, train_clip,
+    TRAIN_PAIRS,
+    ClipModelConfig,
+    ClipTrainConfig,
+    build_clip,
+    composition_captions,
+    greyscale,
+    init_vision_tower,
+    train_clip,
 )
 from worker.training.tokenizer import train_tokenizer
 from worker.training.vqgan_train import VqganModelConfig, VqganTrainConfig, train_vqgan

@@ -5,11 +5,11 @@ import asyncio
 
 import pytest
 
-from jobs.schemas import ClassifyJob, FindJob, ImagineJob
 from jobs.client import BlobTooLarge
 from jobs.events import EventReader
 from jobs.keys import FAST
 from jobs.queue import Queue
+from jobs.schemas import ClassifyJob, FindJob, ImagineJob
 
 
 async def final_event(queue: Queue, job_id: str, timeout_s: float = 10.0):

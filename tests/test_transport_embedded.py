@@ -10,8 +10,8 @@ import time
 import redis
 
 from jobs.embedded import RedisServer
-from jobs.schemas import FindJob
 from jobs.queue import queue_from_url
+from jobs.schemas import FindJob
 
 
 async def test_worker_starts_embedded_redis_and_persists(tmp_path):

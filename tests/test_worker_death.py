@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 
-import pytest
 import redis.asyncio as aioredis
 
-from jobs.schemas import FindJob, ImagineJob
 from jobs.events import EventReader, decode_event
 from jobs.keys import FAST
 from jobs.queue import Queue
+from jobs.schemas import FindJob, ImagineJob
 
 
 async def wait_for(cond, timeout_s: float = 20.0, every_s: float = 0.05):

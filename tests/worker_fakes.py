@@ -22,7 +22,7 @@ from worker.setup import WorkerSetup
 def classify(job, ctx):
     data = ctx.blob(job.image)
     ctx.progress(1, 1)
-    return Outcome(data={"labels": [{"label": l, "score": 1 / len(job.labels)} for l in job.labels],
+    return Outcome(data={"labels": [{"label": label, "score": 1 / len(job.labels)} for label in job.labels],
                          "pid": os.getpid()}, blobs={"echo": data})
 
 

@@ -136,8 +136,8 @@ def _settings(args):
 
 
 def make_runner(args, settings):
-    from worker.setup import load_setup
     from worker.runner import LocalRunner, RedisRunner
+    from worker.setup import load_setup
 
     if args.redis:
         if args.clip_model or args.vqgan_config or args.vqgan_checkpoint:

@@ -25,10 +25,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from jobs.embedded import RedisServer
-from jobs.settings import load_settings
-from jobs.queue import queue_from_url
-from worker.cli import _WithProgress, build_parser
 from jobs.local_worker import spawn_worker
+from jobs.queue import queue_from_url
+from jobs.settings import load_settings
+from worker.cli import _WithProgress, build_parser
 from worker.runner import RedisRunner
 from worker.training.shapes import scene
 

@@ -215,7 +215,7 @@ class Worker:
                         error = f"engine crashed: {e!r}"
                         for r in list(self.running.values()):
                             if r.claim.lane == lane:
-                                await self.retry.call(lambda r=r: self.queue.release(r.claim, error=error))
+                                await self.retry.call(lambda r=r, error=error: self.queue.release(r.claim, error=error))
                                 self.running.pop(r.claim.job.id, None)
                                 self.metrics.ended(r.claim, "crashed")
                         raise

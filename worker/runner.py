@@ -15,8 +15,8 @@ import sys
 import threading
 from collections.abc import Callable
 
-from jobs.schemas import Cancelled, Event, Failed, Job, Progress, Queued, Result, Started
 from jobs.queue import Queue, queue_from_url
+from jobs.schemas import Cancelled, Event, Failed, Job, Progress, Queued, Result, Started
 from worker.api import JobCancelled, JobError, Outcome
 
 OnEvent = Callable[[Event], None] | None

@@ -12,8 +12,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from jobs.schemas import ClassifyJob, Event, Failed, Origin, Result
-
 from bot import render
 from bot.app import ClipBot
 from bot.cogs._attachments import fetch_image, precheck
@@ -24,6 +22,7 @@ from bot.labelsets import LabelSets
 from bot.limits import Refused, parse_labels
 from bot.replies import CommandReply, tell_privately
 from bot.text import code_text, member_text
+from jobs.schemas import ClassifyJob, Event, Failed, Origin, Result
 
 log = logging.getLogger(__name__)
 

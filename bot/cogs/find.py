@@ -9,8 +9,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from jobs.schemas import MAX_TOP, Event, Failed, FindJob, Origin, Result
-
 from bot.app import ClipBot
 from bot.cogs._attachments import fetch_image, precheck
 from bot.guild_config import GuildConfig
@@ -18,6 +16,7 @@ from bot.jobstore import JobRecord
 from bot.limits import Refused, check_query
 from bot.replies import CommandReply
 from bot.text import member_text, message_link
+from jobs.schemas import MAX_TOP, Event, Failed, FindJob, Origin, Result
 
 NOTHING_TO_FIND = ("Give me something to look for: a text (`query`), a picture (`image`), or both "
                    "(then I look for pictures that match the two together).")

@@ -5,14 +5,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from jobs.schemas import Event, Failed, GalleryItem, IndexJob, Origin, Result
-
 from bot.app import ClipBot
 from bot.cogs._attachments import fetch_image, precheck
 from bot.jobstore import JobRecord
 from bot.limits import Refused
 from bot.replies import CommandReply
 from bot.text import member_text
+from jobs.schemas import Event, Failed, GalleryItem, IndexJob, Origin, Result
 
 
 def render_result(record: JobRecord, event: Event) -> tuple[str, list[discord.Embed]]:

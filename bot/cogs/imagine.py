@@ -14,9 +14,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from jobs.blobs import reused_inputs
-from jobs.schemas import MAX_COUNT, ImagineJob, Origin
-
 from bot.app import ClipBot
 from bot.capacity import check_size
 from bot.cogs._attachments import fetch_image, precheck
@@ -28,6 +25,8 @@ from bot.imagine.store import Link, lineage_note
 from bot.limits import Refused, check_prompt, parse_size
 from bot.outage import QUEUE_UNAVAILABLE, REDIS_UNAVAILABLE
 from bot.text import member_text
+from jobs.blobs import reused_inputs
+from jobs.schemas import MAX_COUNT, ImagineJob, Origin
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from jobs.schemas import MAX_JOB_LABELS
-from jobs.validation import JobError
-from jobs.validation.labels import validate_labels
-
 from bot.app import ClipBot
 from bot.labelsets import LabelSets, check_name
 from bot.limits import Refused
 from bot.text import code_text, member_text
+from jobs.schemas import MAX_JOB_LABELS
+from jobs.validation import JobError
+from jobs.validation.labels import validate_labels
 
 MAX_FILE_BYTES = 256 * 1024  # 1,000 labels of 100 characters, with room to spare
 

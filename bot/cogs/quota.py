@@ -7,10 +7,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from jobs.quota import DailyQuota
-
 from bot.app import ClipBot
 from bot.quota import quota_status
+from jobs.quota import DailyQuota
 
 
 def role_ids(member: discord.abc.User) -> list[int]:

@@ -13,9 +13,6 @@ import logging
 import discord
 from discord.ext import commands
 
-from jobs.remix import frame_key, refine_job
-from jobs.validation import JobError
-
 from bot.app import ClipBot
 from bot.imagine.buttons import COG_NAME as IMAGINE_COG
 from bot.imagine.final import picture_filename
@@ -23,6 +20,8 @@ from bot.imagine.remix_buttons import DYNAMIC_ITEMS, REMIX_COG
 from bot.imagine.store import Link
 from bot.limits import Refused
 from bot.outage import QUEUE_UNAVAILABLE, REDIS_UNAVAILABLE
+from jobs.remix import frame_key, refine_job
+from jobs.validation import JobError
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from jobs.remix import picture
-from jobs.validation import JobError
-
 from bot.app import ClipBot
 from bot.cogs._attachments import fetch_image, precheck
 from bot.cogs.find import start_search
 from bot.imagine.remix_buttons import SIMILAR_COG
 from bot.limits import Refused
 from bot.outage import QUEUE_UNAVAILABLE, REDIS_UNAVAILABLE
+from jobs.remix import picture
+from jobs.validation import JobError
 
 log = logging.getLogger(__name__)
 

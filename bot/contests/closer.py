@@ -18,8 +18,6 @@ import secrets
 import time
 from typing import Protocol
 
-from bot.outage import REDIS_UNAVAILABLE, OutageLog
-
 from bot.contests.ranking import Entry, winner
 from bot.contests.store import (
     STEP_HALL_OF_FAME,
@@ -28,6 +26,7 @@ from bot.contests.store import (
     Contest,
     ContestStore,
 )
+from bot.outage import REDIS_UNAVAILABLE, OutageLog
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,10 @@ import io
 
 import discord
 
-from jobs.remix import pictures
-from jobs.schemas import Result
-
 from bot.imagine.buttons import RerollButton
 from bot.imagine.remix_buttons import FrameSelect, RefineButton, SimilarButton, frame_options
+from jobs.remix import pictures
+from jobs.schemas import Result
 
 
 def picture_filename(k: int, count: int) -> str:

@@ -18,11 +18,6 @@ from dataclasses import dataclass
 
 import discord
 
-from jobs.schemas import (Event, Failed, FINAL_EVENTS, GalleryItem, IndexJob, Origin, Progress, Result, Started,
-                          safety_of)
-from jobs.client import cancel_by
-from jobs.remix import pictures
-
 from bot import render
 from bot.app import ClipBot
 from bot.contests import render as contest_render
@@ -35,6 +30,20 @@ from bot.progress import LatestFrameEditor
 from bot.replies import tell_privately
 from bot.text import member_text
 from bot.votes import Generation
+from jobs.client import cancel_by
+from jobs.remix import pictures
+from jobs.schemas import (
+    FINAL_EVENTS,
+    Event,
+    Failed,
+    GalleryItem,
+    IndexJob,
+    Origin,
+    Progress,
+    Result,
+    Started,
+    safety_of,
+)
 
 log = logging.getLogger(__name__)
 

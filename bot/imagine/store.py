@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobs.schemas import Result
-
 from bot.jobstore import JobRecord
+from jobs.schemas import Result
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,19 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.schemas import MAX_JOB_LABELS, MAX_LABELS, MAX_QUERY_CHARS, MAX_TOP, ClassifyJob, FindJob, GalleryItem, IndexJob
-from worker.api import JobError
-from jobs.validation.labels import validate_labels
+from jobs.schemas import (
+    MAX_JOB_LABELS,
+    MAX_LABELS,
+    MAX_QUERY_CHARS,
+    MAX_TOP,
+    ClassifyJob,
+    FindJob,
+    GalleryItem,
+    IndexJob,
+)
 from jobs.validation.images import DEFAULT_MAX_BYTES, ImageRejected, decode_image, describe_content, sniff_image_type
+from jobs.validation.labels import validate_labels
+from worker.api import JobError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".avif", ".svg"}
 EMBED_BATCH = 32

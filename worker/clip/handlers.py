@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 import redis
 
 from jobs.schemas import ClassifyJob, FindJob, IndexJob
+from jobs.validation.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
 from worker.api import JobCancelled, JobContext, JobError, Outcome
 from worker.clip.classify import DEFAULT_TEMPLATES, LabelCache, classify, validate_templates
 from worker.clip.gallery import MAX_ITEMS, Gallery, NewItem
 from worker.clip.model import Clip, get_clip
-from worker.clip.safety import refuse_if_flagged
 from worker.clip.query import query_vector
-from jobs.validation.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode_image
+from worker.clip.safety import refuse_if_flagged
 
 log = logging.getLogger(__name__)
 

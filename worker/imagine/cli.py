@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from jobs.schemas import MAX_COUNT
+from jobs.validation.prompts import parse_prompts
 from worker.api import JobError
 from worker.imagine.engine import as_job
-from jobs.validation.prompts import parse_prompts
 
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*(?:[x×X*,]\s*(\d{1,5}))?\s*$")
 

@@ -49,12 +49,11 @@ from jobs.validation.imagine import resolve_size, resolve_steps
 from jobs.validation.prompts import parse_prompts
 from worker.api import JobCancelled, JobContext, JobError, Outcome
 from worker.imagine import media
+from worker.imagine.frames import FrameKeeper
 from worker.imagine.maths import clamp_with_grad, cutouts, spherical_distance
 from worker.imagine.memory import MemoryPlanner, run_in_parts
-from worker.imagine.frames import FrameKeeper
 from worker.imagine.vocabulary import note_for
 from worker.imagine.vqgan import VQGAN
-
 
 log = logging.getLogger(__name__)
 

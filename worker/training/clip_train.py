@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -20,10 +20,17 @@ import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
 from worker.training import shapes as S
-from worker.training.schedule import lr_at, time_frac
 from worker.training.data import (
-    CLIP_MEAN, CLIP_STD, ScenePool, captions_with_facts, fit_matrix, flip_rotate, normalise_clip, scene_truth,
+    CLIP_MEAN,
+    CLIP_STD,
+    ScenePool,
+    captions_with_facts,
+    fit_matrix,
+    flip_rotate,
+    normalise_clip,
+    scene_truth,
 )
+from worker.training.schedule import lr_at, time_frac
 from worker.training.tokenizer import save_tokenizer, train_tokenizer
 
 

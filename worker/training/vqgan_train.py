@@ -14,17 +14,17 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
 
-from worker.training.schedule import lr_at, time_frac
 from worker.training.data import ScenePool, flip_rotate
+from worker.training.schedule import lr_at, time_frac
 from worker.vqgan_compat import import_vqmodel
 
 DEFAULT_DDCONFIG = dict(
