@@ -11,7 +11,6 @@ from __future__ import annotations
 from jobs.keys import IMAGINE
 from jobs.registry import WorkerInfo, size_key
 from jobs.schemas import ImagineJob
-from jobs.streams import as_text
 
 
 def steps_of(job: ImagineJob, default_steps: int) -> int:
@@ -41,7 +40,7 @@ async def queue_etas(queue, default_steps: int, workers: list[WorkerInfo] | None
             if isinstance(other, ImagineJob):
                 steps += steps_of(other, default_steps) / 2  # progress is not stored: assume half done
     out: dict[str, float | None] = {}
-    for job_id in [as_text(i) for i in await queue.redis.zrange(queue.keys.queue(IMAGINE), 0, -1)]:
+    for job_id, _ in await queue.waiting(IMAGINE):
         job = await queue.job(job_id)
         if not isinstance(job, ImagineJob):
             continue

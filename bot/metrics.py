@@ -18,7 +18,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from jobs.keys import LANES
 from jobs.metrics import MetricsServer
-from jobs.streams import as_text
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +78,9 @@ class QueueCollector:
         out: dict = {"depth": {}, "age": {}, "online": {lane: 0 for lane in LANES}}
         for lane in LANES:
             out["depth"][lane] = await q.queue_length(lane)
-            # members are "<arrival stamp, 20 digits>:<job id>" in fair-share order: the smallest stamp
-            # is the job that has waited longest, wherever fair share placed it
-            waiting = [as_text(m) for m in await redis.zrange(keys.queue(lane), 0, -1)]
-            oldest = min(waiting).partition(":")[2] if waiting else None
+            # the smallest arrival stamp is the job that has waited longest, wherever fair share placed it
+            waiting = await q.waiting(lane)
+            oldest = min(waiting, key=lambda job: job[1])[0] if waiting else None
             created = await redis.hget(keys.job(oldest), "created") if oldest else None
             out["age"][lane] = max(0.0, now - float(created)) if created is not None else 0.0
         for w in await q.workers():

@@ -116,6 +116,14 @@ class QueueClient(BlobStore):
         rank = await self.redis.zrank(self.keys.queue(as_text(lane)), member)
         return None if rank is None else int(rank)
 
+    async def waiting(self, lane: str) -> list[tuple[str, int]]:
+        """The jobs waiting in `lane` in serving order, as (job id, arrival stamp)."""
+        out = []
+        for member in await self.redis.zrange(self.keys.queue(lane), 0, -1):  # "<arrival stamp>:<job id>"
+            stamp, _, job_id = as_text(member).partition(":")
+            out.append((job_id, int(stamp)))
+        return out
+
     async def queue_length(self, lane: str) -> int:
         return int(await self.redis.zcard(self.keys.queue(lane)))
 
