@@ -8,6 +8,7 @@ are shown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -156,6 +157,18 @@ class ClipBot(commands.AutoShardedBot):
             await interaction.followup.send(message, ephemeral=True)
         except discord.HTTPException:
             log.warning("could not send refusal to %s", interaction.user.id, exc_info=True)
+
+    @contextlib.asynccontextmanager
+    async def answering(self, interaction: discord.Interaction, what: str):
+        """Around a button's or a menu's handler, which no command error handler covers: a Refused
+        becomes the member's private answer; a Redis outage says the queue is unavailable (one log line)."""
+        try:
+            yield
+        except Refused as e:
+            await self.refuse(interaction, str(e))
+        except REDIS_UNAVAILABLE as e:
+            log.warning("%s from %s: Redis unavailable (%s)", what, interaction.user.id, e)
+            await self.refuse(interaction, QUEUE_UNAVAILABLE)
 
     async def cancel_job(self, job_id: str, member: discord.abc.User, permissions: discord.Permissions) -> str:
         """Cancel for its author or a moderator (Manage Messages); returns what to tell the member."""

@@ -8,7 +8,6 @@ frame the worker kept; the message (and what /top and the hall of fame show) upd
 from __future__ import annotations
 
 import io
-import logging
 
 import discord
 from discord.ext import commands
@@ -19,11 +18,8 @@ from bot.imagine.final import picture_filename
 from bot.imagine.remix_buttons import DYNAMIC_ITEMS, REMIX_COG
 from bot.imagine.store import Link
 from bot.limits import Refused
-from bot.outage import QUEUE_UNAVAILABLE, REDIS_UNAVAILABLE
 from jobs.remix import frame_key, refine_job
 from jobs.validation import JobError
-
-log = logging.getLogger(__name__)
 
 FORGOTTEN = "I no longer know this generation (it is too old, or was never finished), so I cannot refine it; run /imagine again."
 EXPIRED = "The picture's file is no longer stored, so I cannot start from it; run /imagine again."
@@ -41,51 +37,37 @@ class Remix(commands.Cog, name=REMIX_COG):
 
     async def refine(self, interaction: discord.Interaction, job_id: str, k: int) -> None:
         bot = self.bot
-        try:
-            result = await bot.generations.result(job_id)
-            if result is None or await bot.records.get(job_id) is None:
-                raise Refused(FORGOTTEN)
-            try:
-                job = refine_job(result, k, steps=bot.settings.refine_steps, user=interaction.user.id)
-            except JobError as e:
-                raise Refused(str(e)) from None
-            if await bot.queue.get_blob(job.init_image) is None:
-                raise Refused(EXPIRED)
-        except Refused as e:
-            await bot.refuse(interaction, str(e))
-            return
-        except REDIS_UNAVAILABLE as e:  # a button: no command error handler answers for it
-            log.warning("%s from %s: Redis unavailable (%s)", type(self).__name__, interaction.user.id, e)
-            await bot.refuse(interaction, QUEUE_UNAVAILABLE)
+        job = None
+        async with bot.answering(interaction, "refine"):
+            job = await self._refine_job(interaction, job_id, k)
+        if job is None:
             return
         fields = job.model_dump(exclude={"id", "created", "origin", "user", "channel", "guild"})
         index = k if job.parent_index is not None else None
         await bot.get_cog(IMAGINE_COG).start(interaction, fields, parent=Link("", job_id, "refine", index))
 
+    async def _refine_job(self, interaction: discord.Interaction, job_id: str, k: int):
+        """Picture k of the generation as a refine job whose start picture is still stored; raises Refused."""
+        bot = self.bot
+        result = await bot.generations.result(job_id)
+        if result is None or await bot.records.get(job_id) is None:
+            raise Refused(FORGOTTEN)
+        try:
+            job = refine_job(result, k, steps=bot.settings.refine_steps, user=interaction.user.id)
+        except JobError as e:
+            raise Refused(str(e)) from None
+        if await bot.queue.get_blob(job.init_image) is None:
+            raise Refused(EXPIRED)
+        return job
+
     async def pick_frame(self, interaction: discord.Interaction, job_id: str, values: list[str]) -> None:
         bot = self.bot
-        try:
-            record = await bot.records.get(job_id)
-            result = await bot.generations.result(job_id)
-            if record is None or result is None:
-                raise Refused("I no longer know this generation's frames.")
-            if record.user != interaction.user.id:
-                raise Refused("Only the member who made this generation can pick its frame.")
-            try:
-                k, step = (int(part) for part in (values or ["x"])[0].split(":"))
-                key = frame_key(result, k, step)
-            except (ValueError, JobError) as e:
-                raise Refused(str(e) if isinstance(e, JobError) else "That is not a frame of this generation.") from None
-            payload = await bot.queue.get_blob(key)
-            if payload is None:
-                raise Refused("That frame's file is no longer stored.")
-        except Refused as e:
-            await bot.refuse(interaction, str(e))
+        picked = None
+        async with bot.answering(interaction, "pick a frame"):
+            picked = await self._picked_frame(interaction, job_id, values)
+        if picked is None:
             return
-        except REDIS_UNAVAILABLE as e:  # a button: no command error handler answers for it
-            log.warning("%s from %s: Redis unavailable (%s)", type(self).__name__, interaction.user.id, e)
-            await bot.refuse(interaction, QUEUE_UNAVAILABLE)
-            return
+        result, k, step, payload = picked
         name = picture_filename(k, result.data.get("count", 1))
         # a flagged generation's files are SPOILER_*: the frame replacing one stays hidden too
         spoiler = any(a.is_spoiler() for a in interaction.message.attachments)
@@ -101,6 +83,25 @@ class Remix(commands.Cog, name=REMIX_COG):
         if isinstance(message, discord.Message) and message.attachments:
             await bot.votes.set_image(job_id, message.attachments[0].url)
 
+
+    async def _picked_frame(self, interaction: discord.Interaction, job_id: str, values: list[str]):
+        """(result, picture, step, PNG bytes) of the chosen frame, for its author only; raises Refused."""
+        bot = self.bot
+        record = await bot.records.get(job_id)
+        result = await bot.generations.result(job_id)
+        if record is None or result is None:
+            raise Refused("I no longer know this generation's frames.")
+        if record.user != interaction.user.id:
+            raise Refused("Only the member who made this generation can pick its frame.")
+        try:
+            k, step = (int(part) for part in (values or ["x"])[0].split(":"))
+            key = frame_key(result, k, step)
+        except (ValueError, JobError) as e:
+            raise Refused(str(e) if isinstance(e, JobError) else "That is not a frame of this generation.") from None
+        payload = await bot.queue.get_blob(key)
+        if payload is None:
+            raise Refused("That frame's file is no longer stored.")
+        return result, k, step, payload
 
 async def setup(bot: ClipBot) -> None:
     await bot.add_cog(Remix(bot))

@@ -4,8 +4,6 @@ result is rendered by the find cog.
 """
 from __future__ import annotations
 
-import logging
-
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -15,11 +13,8 @@ from bot.cogs._attachments import fetch_image, precheck
 from bot.cogs.find import start_search
 from bot.imagine.remix_buttons import SIMILAR_COG
 from bot.limits import Refused
-from bot.outage import QUEUE_UNAVAILABLE, REDIS_UNAVAILABLE
 from jobs.remix import picture
 from jobs.validation import JobError
-
-log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 FORGOTTEN = "I no longer know the pictures of this generation, so I cannot search for similar ones."
@@ -45,7 +40,7 @@ class Similar(commands.Cog, name=SIMILAR_COG):
     async def find_similar(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """The message's first picture is the query."""
         bot, settings = self.bot, self.bot.settings
-        try:
+        async with bot.answering(interaction, "find similar"):
             cfg = await bot.admit(interaction)
             images = images_of(message)
             if not images:
@@ -54,16 +49,11 @@ class Similar(commands.Cog, name=SIMILAR_COG):
             callback = await interaction.response.defer(thinking=True)
             key = await bot.queue.put_blob(await fetch_image(images[0], settings))
             await start_search(bot, interaction, cfg, callback, image=key)
-        except Refused as e:
-            await bot.refuse(interaction, str(e))
-        except REDIS_UNAVAILABLE as e:  # a button: no command error handler answers for it
-            log.warning("%s from %s: Redis unavailable (%s)", type(self).__name__, interaction.user.id, e)
-            await bot.refuse(interaction, QUEUE_UNAVAILABLE)
 
     async def similar_to_generation(self, interaction: discord.Interaction, job_id: str, k: int) -> None:
         """The Similar button: picture k of a generation, by its blob while it lives, else by its gallery item."""
         bot = self.bot
-        try:
+        async with bot.answering(interaction, "similar"):
             cfg = await bot.admit(interaction)
             result = await bot.generations.result(job_id)
             if result is None:
@@ -77,11 +67,6 @@ class Similar(commands.Cog, name=SIMILAR_COG):
                 await start_search(bot, interaction, cfg, callback, image=key)
             else:  # the picture's blob expired; the gallery kept its embedding
                 await start_search(bot, interaction, cfg, callback, item=f"{interaction.message.id}:{k - 1}")
-        except Refused as e:
-            await bot.refuse(interaction, str(e))
-        except REDIS_UNAVAILABLE as e:  # a button: no command error handler answers for it
-            log.warning("%s from %s: Redis unavailable (%s)", type(self).__name__, interaction.user.id, e)
-            await bot.refuse(interaction, QUEUE_UNAVAILABLE)
 
 
 async def setup(bot: ClipBot) -> None:
