@@ -51,7 +51,7 @@ class ClassifyReply(CommandReply):
         if not isinstance(event, Failed):
             await super().render(job_id, record, event)
             return
-        if await tell_privately(self.bot, record, f"Classification failed: {event.reason}"):
+        if await tell_privately(self.bot, record, f"Classification failed: {member_text(event.reason, 1000)}"):
             hook = discord.Webhook.partial(self.bot.application_id, record.interaction_token, client=self.bot)
             try:
                 await hook.delete_message(record.original_message_id or "@original")

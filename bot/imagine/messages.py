@@ -193,7 +193,7 @@ class ImagineMessages(Renderer):
             await self.bot.generations.remember(record.guild, record.user, job_id)
             await self._follow_up(job_id, record, event, msg, post.flagged)
         elif isinstance(event, Failed) and _init_checked(record):
-            await tell_privately(self.bot, record, f"Your generation failed: {event.reason}")
+            await tell_privately(self.bot, record, f"Your generation failed: {member_text(event.reason, 1000)}")
         if isinstance(event, Result):
             await self._release_result(event, posted=msg is not None)
         entry = await self.entry_of(job_id, record)
