@@ -104,3 +104,39 @@ def test_class_captions_cover_32_pairs():
     caps = S.class_captions()
     assert len(caps) == 32 and len({c for c, _, _ in caps}) == 32
     assert caps[0][0] == "a red circle"
+
+
+def test_blobs_are_never_captioned_with_a_shape_name():
+    blobs = S.scenes(5, 120, "train", n_shapes=1, blob_frac=1.0)
+    for s in blobs:
+        assert s.shapes[0].shape == S.BLOB
+        assert not any(word in s.caption.split() for word in S.SHAPES), s.caption
+        truth = scene_truth(s.shapes, s.background)
+        colour = s.shapes[0].colour
+        for shape in S.SHAPES:  # "a red star" does not describe a red blob; "a red shape" does
+            assert not caption_fits({"shapes": ((colour, shape),), "colour": colour, "shape": shape, "bg": None, "size": None}, truth)
+        assert caption_fits({"shapes": None, "colour": colour, "shape": None, "bg": None, "size": None}, truth)
+        assert caption_fits({"shapes": ((colour, S.BLOB),), "colour": colour, "shape": S.BLOB, "bg": None, "size": None}, truth)
+    assert {s.caption.split()[-1] for s in blobs} & {"blob", "background"}
+
+
+def test_blob_share_follows_blob_frac_and_test_scenes_have_none():
+    objects = [sp.shape for s in S.scenes(6, 400, "train", blob_frac=0.15) for sp in s.shapes]
+    assert 0.09 < objects.count(S.BLOB) / len(objects) < 0.21
+    assert {sp.shape for s in S.scenes(6, 200, "test") for sp in s.shapes} <= set(S.SHAPES)
+    pairs = [s.caption for s in S.scenes(6, 300, "train", n_shapes=2, blob_frac=0.5)]
+    assert any("blob and" in c for c in pairs) and any("blob" not in c for c in pairs)
+
+
+def test_blobs_hang_over_the_border_or_lie_inside_and_differ_from_shapes():
+    """A third of the blob kinds are cut or half outside: measured on pixels, some blobs touch the
+    border (a shape of the four never does) and their filled share of the bounding box differs."""
+    touching = 0
+    for s in S.scenes(8, 200, "train", n_shapes=1, blob_frac=1.0):
+        arr = np.asarray(s.image).astype(float)
+        bg = np.median(np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]]), 0)
+        far = np.abs(arr - bg).sum(-1) > 90
+        touching += bool(far[0].any() or far[-1].any() or far[:, 0].any() or far[:, -1].any())
+    assert 15 <= touching <= 90
+    for s in S.scenes(8, 200, "train", n_shapes=1):
+        assert all(0.0 < sp.center[0] < 1.0 for sp in s.shapes)

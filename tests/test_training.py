@@ -122,15 +122,25 @@ def imagine_panel():
 
 
 # Each picture ends a chaotic 100-step optimisation, so another CPU's kernels can move single
-# prompts; on this seed both bars hold with two prompts to spare (models/README.md, five seeds).
-def test_imagine_panel_clip_ranks_the_asked_caption_first(imagine_panel):
-    report, rows = imagine_panel
-    assert report["clip_top1_rate"] >= 0.80, rows
-
-
+# prompts; on this seed each bar holds with two prompts to spare (models/README.md).
 def test_imagine_panel_paints_the_asked_colour_on_a_background(imagine_panel):
     report, rows = imagine_panel
     assert report["dominant_colour_rate"] >= 0.80, rows
+
+
+# The shipped CLIP's own verdict is circular (the picture was optimised against it) and falls as the
+# cutouts' jitter stops the picture from fooling it from one view: 75% with the earlier mild jitter,
+# 62.5% with the default. The independent judge is the measure that counts (`eval`'s fidelity panel,
+# 62.5% over 64 pictures); on these 16 prompts, half of them squares and stars, it names colour and
+# shape for 6 of 16 with either jitter.
+def test_imagine_panel_clip_ranks_the_asked_caption_first(imagine_panel):
+    report, rows = imagine_panel
+    assert report["clip_top1_rate"] >= 0.50, rows
+
+
+def test_imagine_panel_independent_judge_names_the_asked_shape(imagine_panel):
+    report, rows = imagine_panel
+    assert report["judge_both_rate"] >= 0.25, [(r["prompt"], r["judged"]) for r in rows]
 
 
 @pytest.fixture
@@ -145,7 +155,7 @@ def one_thread():
 def test_tiny_clip_training_lowers_its_loss(one_thread):
     mcfg = ClipModelConfig(image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,
                            text_width=32, text_layers=1, text_heads=2, projection_dim=32, vocab_size=400)
-    cfg = ClipTrainConfig(steps=30, batch_size=32, lr=3e-3, warmup=3, pool_size=96, refresh_per_step=0,
+    cfg = ClipTrainConfig(steps=30, batch_size=32, lr=3e-3, warmup=3, pool_size=96, refresh_per_step=0, blob_frac=0.15, adv_frac=0.25,
                           save_every=10**9, log_every=10**9)
     out = train_clip(None, cfg, mcfg, log=lambda m: None)
     losses = out["losses"]
@@ -199,3 +209,27 @@ def test_tiny_vqgan_training_lowers_its_loss(tmp_path, one_thread):
     # What it saved loads through the generic taming path.
     model = E.load_vqgan(tmp_path / "vq" / "model.yaml", tmp_path / "vq" / "last.ckpt")
     assert model.quantize.n_e == 64
+
+
+def test_adversarial_twins_stay_within_eps_and_raise_the_shape_loss(one_thread):
+    from worker.training.clip_train import SHAPE_NAMES, adversarial
+    from worker.training.data import CLIP_STD, normalise_clip, to_tensor
+
+    tok = train_tokenizer(S.caption_corpus(0, n=200), vocab_size=400)
+    mcfg = ClipModelConfig(image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,
+                           text_width=32, text_layers=1, text_heads=2, projection_dim=32)
+    torch.manual_seed(0)
+    model, head = build_clip(tok, mcfg), torch.nn.Linear(32, len(SHAPE_NAMES))
+    scenes = S.scenes(2, 16, "train", size=32, n_shapes=1)
+    pixels = normalise_clip(to_tensor([s.image for s in scenes]))
+    shapes = torch.tensor([SHAPE_NAMES.index(s.shapes[0].shape) for s in scenes])
+    moved = adversarial(model, head, pixels, shapes, 8.0, torch.Generator().manual_seed(0))
+    step = (moved - pixels) * torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255  # back to 0-255 units
+    assert step.abs().max() <= 8.0 + 1e-3 and step.abs().mean() > 4.0
+
+    def loss(x):
+        emb = torch.nn.functional.normalize(model.get_image_features(pixel_values=x).pooler_output, dim=-1)
+        return torch.nn.functional.cross_entropy(head(emb * 10), shapes).item()
+
+    with torch.no_grad():
+        assert loss(moved) > loss(pixels)

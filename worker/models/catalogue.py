@@ -93,10 +93,12 @@ def _vqgan(name: str, approx_mib: int, yaml_urls: list[str], ckpt_urls: list[str
 
 # The community's settings for ViT-B/32 + an f16 VQGAN (Crowson's notebook, nerdyrodent's
 # generate.py): a random start of codebook entries (no canvas), Adam lr 0.1, 32 cutouts from
-# CLIP's input size (224 px, i.e. half of a 448 px side) to the whole picture, cut_pow 1, ~300 steps.
+# CLIP's input size (224 px, i.e. half of a 448 px side) to the whole picture, cut_pow 1, mild
+# jitter (10 degrees, 10% zoom, 5% shift), ~300 steps.
 F16_PROFILE: dict[str, Any] = dict(
     width=448, height=448, max_pixels=512 * 512, min_side=64, steps=300, max_steps=1000,
     cutouts=32, cut_min_size=0.5, cut_pow=1.0, lr=0.1, canvas="", canvas_weight=0.0, init_grid=0,
+    rotate_degrees=10.0, scale_jitter=0.1, translate=0.05,
     preview_size=256, gif_size=448, time_budget_s=900.0,
 )
 # An f8 decoder has 4x as many latent positions per pixel: the same picture costs about twice

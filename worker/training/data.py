@@ -44,8 +44,8 @@ def flip_rotate(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 class ScenePool:
     """`size` scenes from dataset `seed`; `refresh(n)` replaces the n oldest with new ones."""
 
-    def __init__(self, seed: int, size: int, image_size: int = 64, split: str = "train"):
-        self.seed, self.split, self.image_size = seed, split, image_size
+    def __init__(self, seed: int, size: int, image_size: int = 64, split: str = "train", blob_frac: float = 0.0):
+        self.seed, self.split, self.image_size, self.blob_frac = seed, split, image_size, blob_frac
         self.next_index = 0
         self.specs: list[tuple[list[S.ShapeSpec], str]] = []
         self.images = torch.empty(size, 3, image_size, image_size, dtype=torch.uint8)
@@ -53,7 +53,7 @@ class ScenePool:
         self._fill(size)
 
     def _fill(self, n: int) -> None:
-        new = S.scenes(self.seed, n, self.split, self.image_size, start=self.next_index)
+        new = S.scenes(self.seed, n, self.split, self.image_size, start=self.next_index, blob_frac=self.blob_frac)
         self.next_index += n
         imgs = to_tensor([s.image for s in new])
         for j, s in enumerate(new):

@@ -21,6 +21,7 @@ from worker.training import foreign
 from worker.training import shapes as S
 from worker.training.data import caption_fits, scene_truth
 from worker.training.fidelity import fidelity_report
+from worker.training.judge import judge as judge_pictures
 from worker.training.judge import judge_report, load_judge
 from worker.vqgan_compat import import_vqmodel
 
@@ -197,7 +198,9 @@ def dominant_colours(img: Image.Image) -> tuple[str, str | None]:
 def imagine_report(clip_dir: str | Path, vqgan_dir: str | Path, seed: int = 12345, n_prompts: int = 16,
                    steps: int = 0, log: Callable[[str], None] = print, config=None, save_dir: Path | None = None) -> dict:
     """For "a <colour> <shape>" prompts at the engine's default size and steps: is the requested colour
-    the dominant non-background colour, and does the shipped CLIP rank the requested caption first of 32?"""
+    the dominant non-background colour, does the shipped CLIP rank the requested caption first of 32,
+    and does the independent judge (judge.py) name the asked colour and shape? The CLIP's answer is
+    circular (the picture was optimised against it); the judge's is not."""
     import io
 
     from jobs.settings import ImagineConfig
@@ -212,6 +215,7 @@ def imagine_report(clip_dir: str | Path, vqgan_dir: str | Path, seed: int = 1234
     model, processor = load_clip(clip_dir)
     classes = S.class_captions()
     class_txt = text_embeddings(model, processor, [c[0] for c in classes])
+    judge = load_judge()
     # The worker's batched engine, 4 jobs at a time (on a CPU each job's picture is bit-identical to
     # its solo run, so batching only saves time). steps=0 keeps the engine's default.
     # a measurement, not a member's job: no time budget, so a busy machine slows the panel but cannot cut it short
@@ -238,14 +242,17 @@ def imagine_report(clip_dir: str | Path, vqgan_dir: str | Path, seed: int = 1234
                 img.save(Path(save_dir) / f"{job.id}-{job.prompt.replace(' ', '_')}.png")
             bg, fg = dominant_colours(img)
             top = classes[int((image_embeddings(model, processor, [img]) @ class_txt.t()).argmax())]
+            said = judge_pictures(judge, [img])[0]
             rows.append({"prompt": job.prompt, "background": bg, "dominant": fg, "clip_top": top[0],
                          "colour_ok": fg == colour, "clip_ok": (top[1], top[2]) == (colour, shape),
+                         "judged": f"{said['colour']} {said['shape']}", "judge_ok": (said["colour"], said["shape"]) == (colour, shape),
                          "seconds": out.data.get("seconds"), "steps": out.data.get("steps")})
-            log(f"eval imagine {len(rows)}/{n_prompts}: {job.prompt!r} -> bg {bg}, dominant {fg}, clip top {top[0]!r}")
+            log(f"eval imagine {len(rows)}/{n_prompts}: {job.prompt!r} -> bg {bg}, dominant {fg}, clip top {top[0]!r}, judge {rows[-1]['judged']!r}")
     return {
         "prompts": len(rows),
         "dominant_colour_rate": float(np.mean([r["colour_ok"] for r in rows])),
         "clip_top1_rate": float(np.mean([r["clip_ok"] for r in rows])),
+        "judge_both_rate": float(np.mean([r["judge_ok"] for r in rows])),
         "seconds": round(time.time() - t0, 1),
         "rows": rows,
     }

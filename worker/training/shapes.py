@@ -17,6 +17,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 COLOURS = ("red", "green", "blue", "yellow", "orange", "purple", "white", "black")
 SHAPES = ("circle", "square", "triangle", "star")
+# Not one of the four: what a picture that failed to draw a shape looks like (`_lump`). Training
+# shows these captioned "a {colour} blob", so "a star" stops fitting a lump with a point or two.
+BLOB = "blob"
 BACKGROUNDS = COLOURS + ("grey",)
 
 # Reference shades per colour name (CSS names and common "pure" values). A shade is a random mix of
@@ -60,6 +63,8 @@ HELD_OUT_TEMPLATES = (
     "a {c} {s} shape",
     "a simple {c} {s} against a {b} backdrop",
 )
+# A blob's captions never name one of the four shapes.
+BLOB_TEMPLATES = ("a {c} blob", "a photo of a {c} blob", "a {c} blob on a {b} background", "a blob", "a {c} shape", "something {c}")
 MULTI_TEMPLATES = ("{list}", "a photo of {list}", "{list} on a {b} background", "a picture of {list}")
 MULTI_HELD_OUT_TEMPLATES = ("an image showing {list}",)
 
@@ -145,6 +150,44 @@ def _polygon(shape: str, rng: np.random.Generator) -> np.ndarray:
     return pts @ rot.T
 
 
+def _lump(rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """Outline of something that is not a circle, square, triangle or star, as (K, 2), and whether
+    it should hang over the picture's border. The near misses a generator makes:
+    - a lump: a disc pushed out of round by two or three low harmonics;
+    - a wobbly disc: a circle with a shallow ripple of five to nine bumps (a star needs deep spikes);
+    - an oval, clearly longer than wide;
+    - a blunt star: five to six bumps with an inner radius of 0.72-0.88, a rounded polygon;
+    - a partial shape: a circle, square or star with a straight cut through it (25-50% of it gone),
+      or any of the four hanging half out of the picture."""
+    kind = rng.choice(["lump", "wobbly", "oval", "blunt", "cut", "border"], p=[0.25, 0.15, 0.1, 0.15, 0.2, 0.15])
+    t = np.linspace(0, 2 * np.pi, 120, endpoint=False)
+    if kind in ("lump", "wobbly", "blunt"):
+        radius = np.ones_like(t)
+        if kind == "lump":
+            for k in rng.choice([2, 3, 4, 5], size=int(rng.integers(2, 4)), replace=False):
+                radius += rng.uniform(0.1, 0.3) * np.cos(k * t + rng.uniform(0, 2 * np.pi))
+        elif kind == "wobbly":
+            radius += rng.uniform(0.05, 0.12) * np.cos(int(rng.integers(5, 10)) * t + rng.uniform(0, 2 * np.pi))
+        else:
+            inner = rng.uniform(0.72, 0.88)
+            radius += (1 - inner) / 2 * (np.cos(int(rng.choice([5, 6])) * t) - 1)
+        pts = np.stack([radius * np.cos(t), radius * np.sin(t)], 1)
+    elif kind == "oval":
+        pts = np.stack([np.cos(t) * rng.uniform(1.35, 2.2), np.sin(t)], 1)
+    else:
+        # A straight cut through a triangle can leave a smaller triangle: cut the other three only.
+        pts = _polygon(str(rng.choice(["circle", "square", "star"] if kind == "cut" else SHAPES)), rng)
+        if kind == "cut":  # keep the points on one side of a line through the shape
+            normal = np.array([np.cos(a := rng.uniform(0, 2 * np.pi)), np.sin(a)])
+            dense = np.concatenate([np.linspace(p, q, 12, endpoint=False) for p, q in zip(pts, np.roll(pts, -1, 0))])
+            d = dense @ normal
+            cut = np.quantile(d, rng.uniform(0.25, 0.5))
+            pts = np.where((d < cut)[:, None], dense - (d - cut)[:, None] * normal, dense)
+    theta = rng.uniform(0, 2 * np.pi)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    return pts @ rot.T, kind == "border"
+
+
 def shade(name: str, rng: np.random.Generator) -> tuple[int, int, int]:
     refs = np.array(SHADES[name], float)
     a, b = refs[rng.integers(len(refs))], refs[rng.integers(len(refs))]
@@ -156,9 +199,10 @@ def shade(name: str, rng: np.random.Generator) -> tuple[int, int, int]:
 
 
 def sample_specs(
-    rng: np.random.Generator, split: str = "train", n_shapes: int | None = None
+    rng: np.random.Generator, split: str = "train", n_shapes: int | None = None, blob_frac: float = 0.0
 ) -> tuple[list[ShapeSpec], str]:
-    """Pick shapes, colours, sizes, positions and a background colour different from every shape colour."""
+    """Pick shapes, colours, sizes, positions and a background colour different from every shape colour.
+    With `blob_frac`, each object is a blob (`_lump`) with that probability."""
     if n_shapes is None:
         n_shapes = int(rng.choice([1, 2, 3], p=[0.7, 0.22, 0.08]))
     specs: list[ShapeSpec] = []
@@ -172,6 +216,8 @@ def sample_specs(
             if split == "heldout" and not pair_held:
                 continue
             break
+        if blob_frac and rng.random() < blob_frac:
+            shape = BLOB
         for _attempt in range(30):
             hi = 0.7 if n_shapes == 1 else (0.45 if n_shapes == 2 else 0.36)
             size = float(rng.uniform(0.2, hi))
@@ -195,10 +241,14 @@ def render(specs: list[ShapeSpec], background: str, rng: np.random.Generator, si
     img = Image.new("RGB", (big, big), shade(background, rng))
     draw = ImageDraw.Draw(img)
     for spec in specs:
-        pts = _polygon(spec.shape, rng)
+        pts, overhang = _lump(rng) if spec.shape == BLOB else (_polygon(spec.shape, rng), False)
         lo, hi = pts.min(0), pts.max(0)
         pts = (pts - (lo + hi) / 2) / (hi - lo).max() * spec.size  # largest extent == size
-        pts = (pts + np.array(spec.center)) * big
+        centre = np.array(spec.center)
+        if overhang:  # slide it towards a random border until 35-60% of its extent is outside
+            axis, side = rng.integers(2), rng.integers(2)
+            centre[axis] = (1 - spec.size * (0.5 - rng.uniform(0.35, 0.6))) if side else spec.size * (0.5 - rng.uniform(0.35, 0.6))
+        pts = (pts + centre) * big
         fill = shade(spec.colour, rng)
         poly = [tuple(p) for p in pts]
         draw.polygon(poly, fill=fill)
@@ -231,7 +281,9 @@ def caption_for(
     if len(specs) == 1:
         s = specs[0]
         z = size_word(s.size)
-        if split == "train":
+        if s.shape == BLOB:
+            pool = list(BLOB_TEMPLATES)
+        elif split == "train":
             pool = list(TRAIN_TEMPLATES) if (rng.random() > 0.2 or not partial) else list(PARTIAL_TEMPLATES)
         else:
             pool = list(HELD_OUT_TEMPLATES)
@@ -240,8 +292,8 @@ def caption_for(
         tpl = pool[rng.integers(len(pool))]
         text = tpl.format(c=s.colour, s=s.shape, b=b, z=z)
         facts["colour"] = s.colour if "{c}" in tpl else None
-        facts["shape"] = s.shape if "{s}" in tpl else None
-        if "{c}" in tpl and "{s}" in tpl:
+        facts["shape"] = s.shape if ("{s}" in tpl or "blob" in tpl) else None
+        if "{c}" in tpl and ("{s}" in tpl or "blob" in tpl):
             facts["shapes"] = ((s.colour, s.shape),)
         facts["bg"] = b if "{b}" in tpl else None
         facts["size"] = z if "{z}" in tpl else None
@@ -259,21 +311,24 @@ def caption_for(
     return text, facts
 
 
-def scene(seed: int, index: int, split: str = "train", size: int = 64, n_shapes: int | None = None) -> Scene:
+def scene(seed: int, index: int, split: str = "train", size: int = 64, n_shapes: int | None = None,
+          blob_frac: float = 0.0) -> Scene:
     """Scene `index` of the dataset `seed` (independent of every other index)."""
     rng = np.random.default_rng([seed, index, {"train": 0, "test": 1, "heldout": 2}[split]])
-    specs, bg = sample_specs(rng, split, n_shapes)
+    specs, bg = sample_specs(rng, split, n_shapes, blob_frac)
     image = render(specs, bg, rng, size)
     text, facts = caption_for(specs, bg, rng, "train" if split == "test" else split)
     return Scene(image, specs, bg, text, facts)
 
 
-def scenes(seed: int, n: int, split: str = "train", size: int = 64, n_shapes: int | None = None, start: int = 0) -> list[Scene]:
-    return [scene(seed, start + i, split, size, n_shapes) for i in range(n)]
+def scenes(seed: int, n: int, split: str = "train", size: int = 64, n_shapes: int | None = None, start: int = 0,
+           blob_frac: float = 0.0) -> list[Scene]:
+    return [scene(seed, start + i, split, size, n_shapes, blob_frac) for i in range(n)]
 
 
-def caption_corpus(seed: int = 0, n: int = 20000) -> list[str]:
-    """Training captions for the tokenizer: every train template filled, plus sampled multi-shape ones."""
+def caption_corpus(seed: int = 0, n: int = 20000, blobs: bool = False) -> list[str]:
+    """Training captions for the tokenizer: every train template filled (and the blob ones, when
+    training shows blobs), plus sampled multi-shape ones."""
     texts = []
     for c in COLOURS:
         for s in SHAPES:
@@ -283,6 +338,9 @@ def caption_corpus(seed: int = 0, n: int = 20000) -> list[str]:
                 for z in ("small", "big", "large"):
                     for tpl in TRAIN_TEMPLATES + PARTIAL_TEMPLATES:
                         texts.append(fix_articles(tpl.format(c=c, s=s, b=b, z=z)))
+    for c in COLOURS if blobs else ():
+        for b in BACKGROUNDS:
+            texts += [fix_articles(tpl.format(c=c, b=b)) for tpl in BLOB_TEMPLATES]
     rng = np.random.default_rng(seed)
     for _ in range(n // 10):
         specs, bg = sample_specs(rng, "train", int(rng.integers(2, 4)))
