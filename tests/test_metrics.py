@@ -2,6 +2,8 @@
 scraped over HTTP: the values follow what really happened in Redis and Discord."""
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -33,7 +35,14 @@ async def test_worker_process_metrics_move_with_its_jobs(queue, worker_procs, wo
         await queue.submit(job)
     for job in (ok, bad, pic):
         assert (await job_events(queue, job.id))[-1].type in ("result", "failed")
-    m = await scrape(port)
+    # The worker counts an attempt once queue.finish has answered, a moment after the job's last
+    # event is visible: scrape until all three attempts are counted.
+    runs = "clipbot_job_run_seconds_count"
+    for _ in range(100):
+        m = await scrape(port)
+        if sum(v for (name, _labels), v in m.items() if name == runs) >= 3:
+            break
+        await asyncio.sleep(0.05)
     assert m[("clipbot_job_wait_seconds_count", (("kind", "find"),))] == 2
     assert m[("clipbot_job_wait_seconds_count", (("kind", "imagine"),))] == 1
     assert m[("clipbot_job_run_seconds_count", (("kind", "find"), ("outcome", "result")))] == 1
