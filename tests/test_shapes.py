@@ -128,15 +128,19 @@ def test_blob_share_follows_blob_frac_and_test_scenes_have_none():
     assert any("blob and" in c for c in pairs) and any("blob" not in c for c in pairs)
 
 
-def test_blobs_hang_over_the_border_or_lie_inside_and_differ_from_shapes():
-    """A third of the blob kinds are cut or half outside: measured on pixels, some blobs touch the
-    border (a shape of the four never does) and their filled share of the bounding box differs."""
-    touching = 0
-    for s in S.scenes(8, 200, "train", n_shapes=1, blob_frac=1.0):
-        arr = np.asarray(s.image).astype(float)
-        bg = np.median(np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]]), 0)
-        far = np.abs(arr - bg).sum(-1) > 90
-        touching += bool(far[0].any() or far[-1].any() or far[:, 0].any() or far[:, -1].any())
-    assert 15 <= touching <= 90
-    for s in S.scenes(8, 200, "train", n_shapes=1):
-        assert all(0.0 < sp.center[0] < 1.0 for sp in s.shapes)
+def test_blobs_hang_over_the_border_far_more_often_than_shapes():
+    """The "border" kind hangs 35-60% out of the picture: measured on pixels, blob scenes touch the
+    border more than twice as often as scenes of the four shapes (which only graze it when placed
+    against an edge)."""
+
+    def touching(scenes) -> int:
+        count = 0
+        for s in scenes:
+            arr = np.asarray(s.image).astype(float)
+            bg = np.median(np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]]), 0)
+            far = np.abs(arr - bg).sum(-1) > 90
+            count += bool(far[0].any() or far[-1].any() or far[:, 0].any() or far[:, -1].any())
+        return count
+
+    blobs, shapes = touching(S.scenes(8, 200, "train", n_shapes=1, blob_frac=1.0)), touching(S.scenes(8, 200, "train", n_shapes=1))
+    assert 15 <= blobs <= 90 and blobs > 2 * shapes, (blobs, shapes)

@@ -90,7 +90,7 @@ class ClipTrainConfig:
     blob_frac: float = 0.0
     # Adversarial twins (fast adversarial training, Wong et al. 2020): this fraction of the batch's
     # single-shape images is replaced by a copy pushed one signed-gradient step of `adv_eps` (in
-    # 0-255 pixel units, from a random start) towards a wrong shape under the shape head. A model
+    # 0-255 pixel units, from a random start) away from its own shape under the shape head. A model
     # that keeps its answer under such pushes has gradients that change the shape, not the texture,
     # which is what /imagine follows. Off in `make models`: with blobs at 0.15 and 0.25 of the batch
     # at eps 8, zero-shot fell to 56% and shape fidelity to 16% in the same budget.

@@ -63,8 +63,8 @@ HELD_OUT_TEMPLATES = (
     "a {c} {s} shape",
     "a simple {c} {s} against a {b} backdrop",
 )
-# A blob's captions never name one of the four shapes.
-BLOB_TEMPLATES = ("a {c} blob", "a photo of a {c} blob", "a {c} blob on a {b} background", "a blob", "a {c} shape", "something {c}")
+# A blob's captions never name one of the four shapes ({s} is "blob" here).
+BLOB_TEMPLATES = ("a {c} {s}", "a photo of a {c} {s}", "a {c} {s} on a {b} background", "a {s}", "a {c} shape", "something {c}")
 MULTI_TEMPLATES = ("{list}", "a photo of {list}", "{list} on a {b} background", "a picture of {list}")
 MULTI_HELD_OUT_TEMPLATES = ("an image showing {list}",)
 
@@ -247,7 +247,8 @@ def render(specs: list[ShapeSpec], background: str, rng: np.random.Generator, si
         centre = np.array(spec.center)
         if overhang:  # slide it towards a random border until 35-60% of its extent is outside
             axis, side = rng.integers(2), rng.integers(2)
-            centre[axis] = (1 - spec.size * (0.5 - rng.uniform(0.35, 0.6))) if side else spec.size * (0.5 - rng.uniform(0.35, 0.6))
+            inset = spec.size * (0.5 - rng.uniform(0.35, 0.6))
+            centre[axis] = 1 - inset if side else inset
         pts = (pts + centre) * big
         fill = shade(spec.colour, rng)
         poly = [tuple(p) for p in pts]
@@ -292,8 +293,8 @@ def caption_for(
         tpl = pool[rng.integers(len(pool))]
         text = tpl.format(c=s.colour, s=s.shape, b=b, z=z)
         facts["colour"] = s.colour if "{c}" in tpl else None
-        facts["shape"] = s.shape if ("{s}" in tpl or "blob" in tpl) else None
-        if "{c}" in tpl and ("{s}" in tpl or "blob" in tpl):
+        facts["shape"] = s.shape if "{s}" in tpl else None
+        if "{c}" in tpl and "{s}" in tpl:
             facts["shapes"] = ((s.colour, s.shape),)
         facts["bg"] = b if "{b}" in tpl else None
         facts["size"] = z if "{z}" in tpl else None
@@ -340,7 +341,7 @@ def caption_corpus(seed: int = 0, n: int = 20000, blobs: bool = False) -> list[s
                         texts.append(fix_articles(tpl.format(c=c, s=s, b=b, z=z)))
     for c in COLOURS if blobs else ():
         for b in BACKGROUNDS:
-            texts += [fix_articles(tpl.format(c=c, b=b)) for tpl in BLOB_TEMPLATES]
+            texts += [fix_articles(tpl.format(c=c, s=BLOB, b=b)) for tpl in BLOB_TEMPLATES]
     rng = np.random.default_rng(seed)
     for _ in range(n // 10):
         specs, bg = sample_specs(rng, "train", int(rng.integers(2, 4)))
