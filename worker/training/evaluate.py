@@ -169,6 +169,41 @@ def vqgan_report(vqgan_dir: str | Path, n: int = 500, seed: int = 12345) -> dict
     }
 
 
+ROUND_TRIP_SIZES = (0.25, 0.3, 0.4, 0.5)  # extent / side: /imagine's shapes at 64 px are about 0.2-0.35
+
+
+def round_trip_report(model, seed: int = 12345, per_cell: int = 3) -> dict:
+    """Can the VQGAN's codes hold each shape at the sizes /imagine draws? Every colour x shape on
+    grey (foreign renderer), `per_cell` random places per size, judged before and after an
+    encode-decode round trip. A shape the round trip loses is one the generator can hardly draw
+    either: PSNR barely notices a star losing its points, the judge does. Sizes start at the
+    judge's own range (it was trained on 22-80% of the side)."""
+    rng = np.random.default_rng(seed)
+    judge_model = load_judge()
+    out: dict = {"per_size": {}}
+    drawn_all, kept_all = [], []
+    for frac in ROUND_TRIP_SIZES:
+        imgs, truth = [], []
+        for colour in foreign.COLOUR_NAMES:
+            for shape in foreign.SHAPE_NAMES:
+                for _ in range(per_cell):
+                    cx, cy = rng.uniform(0.3, 0.7, 2)
+                    imgs.append(foreign.draw(colour, shape, "grey", frac, float(cx), float(cy), 64))
+                    truth.append(shape)
+        rec, _ = reconstruct(model, imgs)
+        drawn = [g["shape"] == t for g, t in zip(judge_pictures(judge_model, imgs), truth)]
+        kept = [g["shape"] == t for g, t in zip(judge_pictures(judge_model, [Image.fromarray(r) for r in rec]), truth)]
+        drawn_all += drawn
+        kept_all += kept
+        out["per_size"][f"{frac:g}"] = {
+            shape: {"drawn": float(np.mean([d for d, t in zip(drawn, truth) if t == shape])),
+                    "round_trip": float(np.mean([k for k, t in zip(kept, truth) if t == shape]))}
+            for shape in foreign.SHAPE_NAMES
+        }
+    out.update(n=len(drawn_all), drawn_shape_rate=float(np.mean(drawn_all)), round_trip_shape_rate=float(np.mean(kept_all)))
+    return out
+
+
 # --- imagine (the VQGAN+CLIP engine in worker/imagine, through its public API) ---------------
 
 IMAGINE_PANEL = [(c, sh) for i, c in enumerate(S.COLOURS) for sh in (S.SHAPES[i % 4], S.SHAPES[(i + 2) % 4])]  # 16
@@ -273,6 +308,8 @@ def evaluate_all(clip_dir: Path, vqgan_dir: Path, n: int = 500, seed: int = 1234
     if imagine:
         result["imagine"] = imagine_report(clip_dir, vqgan_dir, seed, log=log)
         result["judge"] = judge_report(load_judge())
+        result["vqgan_round_trip"] = round_trip_report(
+            load_vqgan(Path(vqgan_dir) / "model.yaml", Path(vqgan_dir) / "last.ckpt"), seed)
         result["fidelity"] = fidelity_report(clip_dir, vqgan_dir, seed, log=log)
     result["bars"] = bars(result)
     return result
@@ -283,7 +320,10 @@ BARS = {
     ("clip", "retrieval", "recall@5"): 0.90,
     ("vqgan", "psnr_db"): 26.0,
     ("imagine", "dominant_colour_rate"): 0.80,
-    ("imagine", "clip_top1_rate"): 0.80,
+    # Circular (the CLIP judging pictures optimised against it): strong cutout jitter lowers it
+    # while the independent judge's rate rises; models/README.md.
+    ("imagine", "clip_top1_rate"): 0.50,
+    ("imagine", "judge_both_rate"): 0.25,
     # Judged by judge.py (foreign renderer only), 32 prompts x 2 seeds.
     ("fidelity", "singles", "both_rate"): 0.85,
 }
