@@ -76,6 +76,7 @@ class ImagineConfig(BaseModel):
     # on a plain background.
     canvas: str = Field("grey", description="Start picture: a plain canvas of this colour (white, black, grey or #rrggbb). Empty: random codes (init_grid), as with a VQGAN checkpoint that lacks its encoder. An init image replaces it.")
     canvas_weight: float = Field(1.5, ge=0, description="How strongly the picture is held near its canvas (Crowson's init weight): the background stays plain while the subject forms. 0: free.")
+    canvas_from_prompt: bool = Field(True, description="When the prompt names its background ('a red star on a green background'; CSS colour names), the canvas starts in that colour instead.")
     init_grid: int = Field(2, ge=0, description="Random start when `canvas` is empty: 0 = a random code per position (Crowson's noise); g = one random code per cell of a g x g grid (a few flat regions).")
     preview_every: int = Field(10, ge=0, description="Steps between two progress previews (0: none).")
     preview_size: int = Field(128, ge=16, description="Longer side of previews (small pictures are enlarged by a whole factor).")

@@ -259,6 +259,27 @@ def test_canvas_start_and_its_weight(models):
     assert not torch.equal(a, b) and not torch.equal(a, start)  # random codes, per seed
 
 
+def test_a_named_background_is_the_start_canvas(models):
+    """"... on a blue background" starts from a blue canvas instead of the configured grey; with
+    canvas_from_prompt off, or with random codes configured (canvas empty), the prompt changes nothing."""
+    clip, vqgan = models
+
+    def start(prompt, **cfg):
+        engine = ImagineEngine(clip, vqgan, tiny_config(**cfg))
+        engine.add(ImagineJob(prompt=prompt, seed=3, steps=2), RecordingContext())
+        return engine._waiting[0].z.detach()
+
+    def plain(rgb):
+        return vqgan.encode(torch.tensor(rgb).view(1, 3, 1, 1).expand(1, 3, 32, 32).contiguous())
+
+    blue, grey = plain([0.0, 0.0, 1.0]), plain([128 / 255] * 3)
+    assert torch.equal(start("a red circle on a blue background"), blue)
+    assert torch.equal(start("a red circle | a cat on a blue background:-0.5"), grey)  # negative prompts name nothing
+    assert torch.equal(start("a red circle on a blue background", canvas_from_prompt=False), grey)
+    assert torch.equal(start("a red circle on a bleu background"), grey)  # not a colour name
+    assert not torch.equal(start("a red circle on a blue background", canvas=""), blue)
+
+
 def test_decoder_only_checkpoint_starts_from_random_codes(models, tmp_path, caplog):
     """Generation needs only the decoder: without the encoder the canvas gives way to random codes."""
     from worker.imagine.vqgan import load_vqgan

@@ -1,8 +1,9 @@
 """VQGAN+CLIP: optimise a VQGAN latent so that CLIP sees the prompts in the decoded image.
 
 The loop follows Katherine Crowson's notebook (as in nerdyrodent/VQGAN-CLIP and pixray):
-a start latent (by default an encoded plain grey canvas, held near it by Crowson's init-weight
-term; or random codebook entries; or an encoded init image), straight-through vector
+a start latent (by default an encoded plain grey canvas, or the background colour the prompt
+names, held near it by Crowson's init-weight term; or random codebook entries; or an encoded init
+image), straight-through vector
 quantisation, decode, many random cutouts with augmentations, CLIP image embeddings, a squared
 spherical distance to each prompt's embedding times its weight, Adam, and the latent clamped to
 the codebook's range after each step.
@@ -49,6 +50,7 @@ from jobs.validation.imagine import resolve_size, resolve_steps
 from jobs.validation.prompts import parse_prompts
 from worker.api import JobCancelled, JobContext, JobError, Outcome
 from worker.imagine import media
+from worker.imagine.canvas import background_rgb
 from worker.imagine.frames import FrameKeeper
 from worker.imagine.maths import clamp_with_grad, cutouts, spherical_distance
 from worker.imagine.memory import MemoryPlanner, run_in_parts
@@ -218,7 +220,8 @@ class ImagineEngine:
             z = self.vqgan.encode(_pil_to_tensor(img, device))
             z_init = z.clone() if job.init_weight > 0 else None
         else:
-            z = self._canvas(fh, fw)
+            named = background_rgb([(p.text, p.weight) for p in prompts]) if cfg.canvas_from_prompt else None
+            z = self._canvas(fh, fw, named)
             if z is None:
                 z = self.vqgan.random_latent(fh, fw, gen, cfg.init_grid)
             elif cfg.canvas_weight > 0:
@@ -233,11 +236,13 @@ class ImagineEngine:
             frame_every=max(1, math.ceil(steps / max(1, cfg.gif_frames - 1))), keeper=FrameKeeper(steps, cfg.frames),
         )
 
-    def _canvas(self, fh: int, fw: int) -> Tensor | None:
-        """The latent of the configured plain canvas at this size (None: start from random codes)."""
+    def _canvas(self, fh: int, fw: int, named: tuple[float, float, float] | None = None) -> Tensor | None:
+        """The latent of a plain canvas at this size: the configured colour, or the background colour
+        the prompt named (canvas.py). None: start from random codes, as configured."""
         rgb = self.config.canvas_rgb()
         if rgb is None:
             return None
+        rgb = named or rgb
         if not self.vqgan.has_encoder:  # a decoder-only checkpoint cannot encode the canvas
             if not self._warned_no_encoder:
                 log.warning("the VQGAN checkpoint %s has no encoder: pictures start from random codes, "

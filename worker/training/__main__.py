@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vqgan-dir", type=Path, default=None, help="eval: VQGAN folder (default OUT/vqgan-shapes)")
     ap.add_argument("--n", type=int, default=500, help="eval: images per measurement")
     ap.add_argument("--seed", type=int, default=12345, help="eval: seed of the freshly drawn data")
-    ap.add_argument("--no-imagine", action="store_true", help="eval: skip the (slow) VQGAN+CLIP panel")
+    ap.add_argument("--no-imagine", action="store_true", help="eval: skip the (slow) VQGAN+CLIP panels and the judge's measurements (fidelity, round trip)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
