@@ -3,10 +3,9 @@
 The loop follows Katherine Crowson's notebook (as in nerdyrodent/VQGAN-CLIP and pixray):
 a start latent (by default an encoded plain grey canvas, or the background colour the prompt
 names, held near it by Crowson's init-weight term; or random codebook entries; or an encoded init
-image), straight-through vector
-quantisation, decode, many random cutouts with augmentations, CLIP image embeddings, a squared
-spherical distance to each prompt's embedding times its weight, Adam, and the latent clamped to
-the codebook's range after each step.
+image), straight-through vector quantisation, decode, many random cutouts with augmentations, CLIP
+image embeddings, a squared spherical distance to each prompt's embedding times its weight, Adam,
+and the latent clamped to the codebook's range after each step.
 
 `ImagineEngine` runs up to K jobs of the same size as one batch. Each job has its own latent,
 Adam state, seed and torch.Generator, prompts and step count; jobs join and leave between steps.
