@@ -46,7 +46,7 @@ from jobs.schemas import ImagineJob
 from jobs.settings import ImagineConfig  # the engine's knobs (CLIPBOT_IMAGINE_<FIELD>), validated there
 from jobs.validation.images import decode_image, encode_png
 from jobs.validation.imagine import resolve_size, resolve_steps
-from jobs.validation.prompts import parse_prompts
+from jobs.validation.prompts import Prompt, parse_prompts
 from worker.api import JobCancelled, JobContext, JobError, Outcome
 from worker.imagine import media
 from worker.imagine.canvas import background_rgb
@@ -219,8 +219,7 @@ class ImagineEngine:
             z = self.vqgan.encode(_pil_to_tensor(img, device))
             z_init = z.clone() if job.init_weight > 0 else None
         else:
-            named = background_rgb([(p.text, p.weight) for p in prompts]) if cfg.canvas_from_prompt else None
-            z = self._canvas(fh, fw, named)
+            z = self._canvas(fh, fw, prompts)
             if z is None:
                 z = self.vqgan.random_latent(fh, fw, gen, cfg.init_grid)
             elif cfg.canvas_weight > 0:
@@ -235,13 +234,15 @@ class ImagineEngine:
             frame_every=max(1, math.ceil(steps / max(1, cfg.gif_frames - 1))), keeper=FrameKeeper(steps, cfg.frames),
         )
 
-    def _canvas(self, fh: int, fw: int, named: tuple[float, float, float] | None = None) -> Tensor | None:
-        """The latent of a plain canvas at this size: the configured colour, or the background colour
-        the prompt named (canvas.py). None: start from random codes, as configured."""
+    def _canvas(self, fh: int, fw: int, prompts: list[Prompt]) -> Tensor | None:
+        """The latent of a plain canvas at this size: the background colour the prompts name
+        (canvas.py, with canvas_from_prompt), else the configured colour. None: start from random
+        codes, as configured."""
         rgb = self.config.canvas_rgb()
         if rgb is None:
             return None
-        rgb = named or rgb
+        if self.config.canvas_from_prompt:
+            rgb = background_rgb([(p.text, p.weight) for p in prompts]) or rgb
         if not self.vqgan.has_encoder:  # a decoder-only checkpoint cannot encode the canvas
             if not self._warned_no_encoder:
                 log.warning("the VQGAN checkpoint %s has no encoder: pictures start from random codes, "
