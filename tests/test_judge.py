@@ -87,6 +87,7 @@ def test_singles_and_backgrounds_rows(judge):
     assert row["colour_ok"] and not row["shape_ok"] and not row["background_ok"], row
     summary = FD.summarise([dict(row, panel="singles", both_ok=b) for b in (True, False, True, True)])
     assert summary["singles"]["both_rate"] == 0.75 and summary["singles"]["pictures"] == 4
+    assert summary["singles"]["both_rate_by_shape"] == {"star": 0.75}  # the asked shape, not the judged one
 
 
 def test_panel_covers_every_pair_twice_with_readable_prompts():
@@ -111,6 +112,26 @@ def test_fidelity_report_paints_through_the_engine_and_judges(tmp_path):
     assert report["singles"]["pictures"] == 2 and report["pairs"]["pictures"] == 2
     assert 0 <= report["singles"]["both_rate"] <= 1 and "both_present_rate" in report["pairs"]
     assert len(list(tmp_path.glob("*.png"))) == 4
+
+
+def test_fidelity_command_paints_with_the_worker_settings(tmp_path, monkeypatch, capsys):
+    """`python -m worker.training fidelity` measures a setting without code: CLIPBOT_IMAGINE_* apply,
+    and the report says which settings differ from the defaults."""
+    import json
+
+    from tests.test_training import CLIP_DIR, VQGAN_DIR
+    from worker.training.__main__ import main
+
+    monkeypatch.setenv("CLIPBOT_IMAGINE_STEPS", "2")
+    monkeypatch.setenv("CLIPBOT_IMAGINE_CUTOUTS", "4")
+    assert main(["fidelity", "--json", "--panels", "singles", "--per-panel", "1", "--seed", "5",
+                 "--clip-dir", str(CLIP_DIR), "--vqgan-dir", str(VQGAN_DIR), "--save-dir", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)["fidelity"]
+    assert report["settings_changed"] == {"steps": 2, "cutouts": 4}
+    assert report["singles"]["pictures"] == 2 and set(report["singles"]["both_rate_by_shape"]) == {"circle"}
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["singles-00-5.png", "singles-00-6.png"]
+    with pytest.raises(SystemExit, match="unknown squares"):
+        main(["fidelity", "--panels", "singles,squares"])
 
 
 def test_round_trip_report_sees_a_vqgan_that_loses_shapes():

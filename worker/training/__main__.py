@@ -1,9 +1,11 @@
-"""python -m worker.training clip|vqgan|all|eval|judge [--json] [--out DIR] [--minutes M] [--steps N] [--threads T]
+"""python -m worker.training clip|vqgan|all|eval|fidelity|judge [--json] [--out DIR] [--minutes M] [--steps N] [--threads T]
 
 clip / vqgan / all train from scratch (deterministic seeds; with --minutes the schedule also follows
 the clock, so the step count can differ between machines) and write the shipped-model folders.
 all (= make models) runs `clip` and `vqgan --staged` side by side, one thread each, in one budget.
 eval measures the shipped (or --clip-dir / --vqgan-dir) models on freshly drawn held-out data.
+fidelity paints and judges only the shape-fidelity panels, with the worker's imagine settings
+(CLIPBOT_IMAGINE_* apply): `CLIPBOT_IMAGINE_STEPS=200 python -m worker.training fidelity --panels singles`.
 judge retrains the independent judge of generated pictures (judge.py; never part of `all`).
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ def _log(quiet: bool):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m worker.training", description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["clip", "vqgan", "all", "eval", "judge"])
+    ap.add_argument("command", choices=["clip", "vqgan", "all", "eval", "fidelity", "judge"])
     ap.add_argument("--staged", action="store_true", help="vqgan: the two-stage recipe of `all` (crops, then whole images)")
     ap.add_argument("--out", type=Path, default=MODELS, help="folder that receives clip-shapes/ and vqgan-shapes/")
     ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget per model (all: in total, default 40)")
@@ -42,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vqgan-dir", type=Path, default=None, help="eval: VQGAN folder (default OUT/vqgan-shapes)")
     ap.add_argument("--n", type=int, default=500, help="eval: images per measurement")
     ap.add_argument("--seed", type=int, default=12345, help="eval: seed of the freshly drawn data")
+    ap.add_argument("--panels", default="singles,backgrounds,pairs", help="fidelity: comma list of panels")
+    ap.add_argument("--per-panel", type=int, default=None, help="fidelity: only the first N prompts of each panel")
+    ap.add_argument("--save-dir", type=Path, default=None, help="fidelity: write every picture here as PNG")
     ap.add_argument("--no-imagine", action="store_true", help="eval: skip the (slow) VQGAN+CLIP panels and the judge's measurements (fidelity, round trip)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -99,6 +104,21 @@ def _run(args, log) -> dict:
             vqgan_dir=args.vqgan_dir or args.out / "vqgan-shapes",
             n=args.n, seed=args.seed, log=log, imagine=not args.no_imagine,
         )
+    if args.command == "fidelity":
+        from jobs.settings import ImagineConfig, Settings
+        from worker.training.fidelity import PANELS, fidelity_report
+
+        panels = tuple(p.strip() for p in args.panels.split(",") if p.strip())
+        unknown = sorted(set(panels) - set(PANELS))
+        if unknown or not panels:
+            raise SystemExit(f"--panels: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(PANELS)}")
+        config = Settings().imagine  # as the worker reads it: CLIPBOT_IMAGINE_* apply
+        result["fidelity"] = fidelity_report(
+            args.clip_dir or args.out / "clip-shapes", args.vqgan_dir or args.out / "vqgan-shapes", args.seed,
+            panels=panels, config=config, log=log, save_dir=args.save_dir, per_panel=args.per_panel,
+        )
+        default = ImagineConfig().model_dump()
+        result["fidelity"]["settings_changed"] = {k: v for k, v in config.model_dump().items() if v != default[k]}
     return result
 
 

@@ -117,7 +117,7 @@ def judge_picture(model: J.Judge, job: dict, img: Image.Image) -> dict:
         row.update(objects=found, both_present=all(f["ok"] for f in found), one_present=any(f["ok"] for f in found))
         return row
     got = J.judge(model, [img])[0]
-    row.update(judged=f"{got['colour']} {got['shape']} on {got['background']}", shape_p=got["shape_p"],
+    row.update(asked=f"{case['colour']} {case['shape']}", judged=f"{got['colour']} {got['shape']} on {got['background']}", shape_p=got["shape_p"],
                colour_ok=got["colour"] == case["colour"], shape_ok=got["shape"] == case["shape"])
     row["both_ok"] = row["colour_ok"] and row["shape_ok"]
     if "background" in case:
@@ -135,6 +135,11 @@ def summarise(rows: list[dict]) -> dict:
         keys = ("both_present", "one_present") if name == "pairs" else ("colour_ok", "shape_ok", "both_ok") + (
             ("background_ok", "all_ok") if name == "backgrounds" else ())
         out[name] = {"pictures": len(rs), **{k.removesuffix("_ok") + "_rate": float(np.mean([r[k] for r in rs])) for k in keys}}
+        if name == "singles":  # which shapes fail is what a change to the models or settings moves
+            by_shape: dict[str, list[bool]] = {}
+            for r in rs:
+                by_shape.setdefault(r["asked"].split()[-1], []).append(r["both_ok"])
+            out[name]["both_rate_by_shape"] = {s: float(np.mean(v)) for s, v in sorted(by_shape.items())}
     return out
 
 
