@@ -17,53 +17,65 @@ def utc(*args) -> float:
     return dt.datetime(*args, tzinfo=dt.UTC).timestamp()
 
 
-NOON = utc(2026, 11, 29, 12, 0, 0)
+NOON = utc(2026, 11, 29, 12, 0, 0)  # for the pure functions: a fixed day reads best
+
+# Redis expires a day's set at a real moment (EXPIREAT, next midnight + 1 h): the days the Redis
+# tests count in must lie ahead of the real clock, or their sets vanish as they are written.
+DAY = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def at(days: int = 0, hours: int = 0, minutes: int = 0, seconds: int = 0) -> float:
+    """A moment of DAY (or a day after it), as unix seconds."""
+    return (DAY + dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)).timestamp()
+
+
+DAY_NOON = at(hours=12)
 
 
 async def test_fifty_concurrent_reservations_against_three_admit_exactly_three(redis_client):
     q = DailyQuota(redis_client)
-    results = await asyncio.gather(*(q.reserve(1, 7, f"job{i}", 3, now=NOON) for i in range(50)))
+    results = await asyncio.gather(*(q.reserve(1, 7, f"job{i}", 3, now=DAY_NOON) for i in range(50)))
     ok = [r for r in results if r.ok]
     assert len(ok) == 3 and sorted(r.used for r in ok) == [1, 2, 3]
     assert all(r.used == 3 and r.left == 0 for r in results if not r.ok)
-    assert await q.used(1, 7, now=NOON) == 3
+    assert await q.used(1, 7, now=DAY_NOON) == 3
 
 
 async def test_reserve_is_idempotent_per_job_and_refund_frees_a_slot_once(redis_client):
     q = DailyQuota(redis_client)
-    a = await q.reserve(1, 7, "a", 2, now=NOON)
-    again = await q.reserve(1, 7, "a", 2, now=NOON)  # a retried submit of the same job
+    a = await q.reserve(1, 7, "a", 2, now=DAY_NOON)
+    again = await q.reserve(1, 7, "a", 2, now=DAY_NOON)  # a retried submit of the same job
     assert a.ok and again.ok and again.used == 1
-    b = await q.reserve(1, 7, "b", 2, now=NOON)
+    b = await q.reserve(1, 7, "b", 2, now=DAY_NOON)
     assert b.ok and b.left == 0
-    assert not (await q.reserve(1, 7, "c", 2, now=NOON)).ok
+    assert not (await q.reserve(1, 7, "c", 2, now=DAY_NOON)).ok
     assert await q.refund(b) and not await q.refund(b)  # a second refund gives nothing back
-    assert (await q.reserve(1, 7, "c", 2, now=NOON)).ok
+    assert (await q.reserve(1, 7, "c", 2, now=DAY_NOON)).ok
 
 
 async def test_members_servers_and_days_are_counted_apart(redis_client):
     q = DailyQuota(redis_client)
-    assert (await q.reserve(1, 7, "a", 1, now=NOON)).ok
-    assert not (await q.reserve(1, 7, "b", 1, now=NOON)).ok
-    assert (await q.reserve(1, 8, "b", 1, now=NOON)).ok  # another member
-    assert (await q.reserve(2, 7, "b", 1, now=NOON)).ok  # another server
-    tomorrow = utc(2026, 11, 30, 0, 0, 1)
+    assert (await q.reserve(1, 7, "a", 1, now=DAY_NOON)).ok
+    assert not (await q.reserve(1, 7, "b", 1, now=DAY_NOON)).ok
+    assert (await q.reserve(1, 8, "b", 1, now=DAY_NOON)).ok  # another member
+    assert (await q.reserve(2, 7, "b", 1, now=DAY_NOON)).ok  # another server
+    tomorrow = at(days=1, seconds=1)
     assert (await q.reserve(1, 7, "c", 1, now=tomorrow)).ok  # a new UTC day
 
 
 async def test_a_refund_after_midnight_goes_back_to_the_day_it_was_counted(redis_client):
     q = DailyQuota(redis_client)
-    late = await q.reserve(1, 7, "late", 1, now=utc(2026, 11, 29, 23, 59, 59))
-    early = await q.reserve(1, 7, "early", 1, now=utc(2026, 11, 30, 0, 0, 1))
+    late = await q.reserve(1, 7, "late", 1, now=at(hours=23, minutes=59, seconds=59))
+    early = await q.reserve(1, 7, "early", 1, now=at(days=1, seconds=1))
     assert late.ok and early.ok
     assert await q.refund(late)
-    assert await q.used(1, 7, now=utc(2026, 11, 30, 0, 0, 2)) == 1  # today's count untouched
+    assert await q.used(1, 7, now=at(days=1, seconds=2)) == 1  # today's count untouched
 
 
 async def test_unlimited_records_nothing_and_the_day_set_expires_after_midnight(redis_client):
     q = DailyQuota(redis_client)
-    r = await q.reserve(1, 7, "a", 0, now=NOON)
-    assert r.ok and r.left is None and await q.used(1, 7, now=NOON) == 0
+    r = await q.reserve(1, 7, "a", 0, now=DAY_NOON)
+    assert r.ok and r.left is None and await q.used(1, 7, now=DAY_NOON) == 0
     import time
 
     now = time.time()
@@ -81,9 +93,9 @@ redis.call('SET', KEYS[2], ARGV[1])
 return {1, 'ok', r[2]}
 """)
     q = DailyQuota(redis_client)
-    key, args = q.submit_seam(1, 7, "j1", 1, now=NOON)
+    key, args = q.submit_seam(1, 7, "j1", 1, now=DAY_NOON)
     assert await script(keys=[key, "submitted"], args=args) == [1, b"ok", 1]
-    key, args = q.submit_seam(1, 7, "j2", 1, now=NOON)
+    key, args = q.submit_seam(1, 7, "j2", 1, now=DAY_NOON)
     assert await script(keys=[key, "submitted"], args=args) == [0, b"quota", 1]
     assert await redis_client.get("submitted") == b"j1"
 

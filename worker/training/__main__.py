@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clip-dir", type=Path, default=None, help="eval: CLIP folder (default OUT/clip-shapes)")
     ap.add_argument("--vqgan-dir", type=Path, default=None, help="eval: VQGAN folder (default OUT/vqgan-shapes)")
     ap.add_argument("--n", type=int, default=500, help="eval: images per measurement")
-    ap.add_argument("--seed", type=int, default=12345, help="eval: seed of the freshly drawn data")
+    ap.add_argument("--seed", type=int, default=12345, help="eval: seed of the freshly drawn data; fidelity: the first of its two seeds")
     ap.add_argument("--panels", default="singles,backgrounds,pairs", help="fidelity: comma list of panels")
     ap.add_argument("--per-panel", type=int, default=None, help="fidelity: only the first N prompts of each panel")
     ap.add_argument("--save-dir", type=Path, default=None, help="fidelity: write every picture here as PNG")
