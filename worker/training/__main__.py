@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=None, help="training batch size (overrides the default)")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (overrides the default)")
     ap.add_argument("--crop", type=int, default=None, help="vqgan: training crop side (64 = whole images)")
-    ap.add_argument("--clip-dir", type=Path, default=None, help="eval: CLIP folder (default OUT/clip-shapes)")
-    ap.add_argument("--vqgan-dir", type=Path, default=None, help="eval: VQGAN folder (default OUT/vqgan-shapes)")
+    ap.add_argument("--clip-dir", type=Path, default=None, help="eval, fidelity: CLIP folder (default OUT/clip-shapes)")
+    ap.add_argument("--vqgan-dir", type=Path, default=None, help="eval, fidelity: VQGAN folder (default OUT/vqgan-shapes)")
     ap.add_argument("--n", type=int, default=500, help="eval: images per measurement")
     ap.add_argument("--seed", type=int, default=12345, help="eval: seed of the freshly drawn data; fidelity: the first of its two seeds")
     ap.add_argument("--panels", default="singles,backgrounds,pairs", help="fidelity: comma list of panels")
@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args, log) -> dict:
     result: dict = {}
+    clip_dir = args.clip_dir or args.out / "clip-shapes"  # what eval and fidelity measure
+    vqgan_dir = args.vqgan_dir or args.out / "vqgan-shapes"
     if args.command == "all":
         result = train_all(args.out, args.minutes or 40.0, log)
     if args.command == "clip":
@@ -100,8 +102,7 @@ def _run(args, log) -> dict:
         from worker.training.evaluate import evaluate_all
 
         result = evaluate_all(
-            clip_dir=args.clip_dir or args.out / "clip-shapes",
-            vqgan_dir=args.vqgan_dir or args.out / "vqgan-shapes",
+            clip_dir=clip_dir, vqgan_dir=vqgan_dir,
             n=args.n, seed=args.seed, log=log, imagine=not args.no_imagine,
         )
     if args.command == "fidelity":
@@ -114,7 +115,7 @@ def _run(args, log) -> dict:
             raise SystemExit(f"--panels: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(PANELS)}")
         config = Settings().imagine  # as the worker reads it: CLIPBOT_IMAGINE_* apply
         result["fidelity"] = fidelity_report(
-            args.clip_dir or args.out / "clip-shapes", args.vqgan_dir or args.out / "vqgan-shapes", args.seed,
+            clip_dir, vqgan_dir, args.seed,
             panels=panels, config=config, log=log, save_dir=args.save_dir, per_panel=args.per_panel,
         )
         default = ImagineConfig().model_dump()
